@@ -1,0 +1,45 @@
+"""Datasets and their retrieval protocols, behind one registry.
+
+Adding a dataset is one new module in this package that calls :func:`hyp2.data.base.register`;
+every module here not starting with ``_`` is imported on first use of the registry.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from .base import (DataOptions, DatasetInfo, LabelledImages, RetrievalData, _REGISTRY,
+                   image_transform)
+
+__all__ = ["DataOptions", "DatasetInfo", "LabelledImages", "RetrievalData", "build_dataset",
+           "dataset_info", "dataset_names", "image_transform"]
+
+_loaded = False
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for mod in pkgutil.iter_modules(__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{mod.name}")
+    _loaded = True
+
+
+def dataset_names() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The registry entry for ``name``; ``ValueError`` naming the known datasets otherwise."""
+    _load_all()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def build_dataset(name: str, options: DataOptions) -> RetrievalData:
+    return dataset_info(name).build(options)

@@ -1,0 +1,164 @@
+"""What every dataset provides: labelled image splits, transforms, and the dataset registry.
+
+A dataset module (one file in ``hyp2/data/``) registers a builder with :func:`register`; the
+builder takes :class:`DataOptions` and returns :class:`RetrievalData` (train / query / database
+splits plus the protocol's mAP@K). Images are decoded lazily, one item at a time, inside
+DataLoader workers; nothing holds a whole dataset decoded in memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms import functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Everything a dataset builder may need; builders ignore what does not concern them.
+
+    Attributes:
+        root: the data root (``--data_root``); each dataset lives in its own folder below it.
+        image_size: side of the square the images are resized to (per backbone, or ``--image_size``).
+        seed: seed for splits drawn at random (Flickr-25k) and generated data (demo uses its own).
+        cache: keep resized uint8 images in a memory-mapped file (``--cache``).
+        voc_url: base URL replacing the official VOC host (``--voc_url`` / ``HYP2_VOC_URL``).
+        check_md5: verify downloaded archives' MD5 (``--no_md5`` turns it off).
+        split_file: a JSON list of indices fixing a split (Flickr-25k, ``--split_file``).
+        download: allow network downloads when files are missing.
+    """
+
+    root: Path = Path("data")
+    image_size: int = 224
+    seed: int = 0
+    cache: bool = False
+    voc_url: str | None = None
+    check_md5: bool = True
+    split_file: Path | None = None
+    download: bool = True
+
+
+def image_transform(size: int, train: bool) -> Callable[[Image.Image], torch.Tensor]:
+    """The official pipeline: resize to ``size``×``size`` (no crop), random horizontal flip when
+    training, ImageNet normalisation. Returns a callable PIL RGB image -> (3, size, size) float32."""
+    return _Transform(size, train)
+
+
+class _Transform:
+    # A picklable class (not a lambda) so DataLoader workers can receive it.
+    def __init__(self, size: int, train: bool):
+        self.size, self.train = int(size), bool(train)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        if img.size != (self.size, self.size):
+            # BILINEAR with antialias is what torchvision's Resize does on PIL images.
+            img = img.resize((self.size, self.size), Image.BILINEAR)
+        x = TF.pil_to_tensor(img)
+        return normalize_uint8(x, flip=self.train and bool(torch.rand(()) < 0.5))
+
+    def __repr__(self) -> str:
+        return f"image_transform(size={self.size}, train={self.train})"
+
+
+def normalize_uint8(x: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    """uint8 image(s) (..., 3, H, W) -> float32 ImageNet-normalised, optionally flipped left-right."""
+    if flip:
+        x = x.flip(-1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+    return (x.to(torch.float32) / 255.0 - mean) / std
+
+
+class LabelledImages(Dataset):
+    """One split: image identifiers, a (N, C) 0/1 label matrix, and a way to load image ``i``.
+
+    ``__getitem__(i)`` returns ``(image (3, S, S) float32, labels (C,) float32, i)``.
+
+    Args:
+        ids: N identifiers (relative paths or names) users see in search results.
+        labels: (N, C) array of 0/1.
+        load: ``load(i) -> PIL.Image`` in RGB; must be picklable (a bound method or a class).
+        transform: PIL image -> tensor, e.g. :func:`image_transform`.
+    """
+
+    def __init__(self, ids: Sequence[str], labels: np.ndarray, load: Callable[[int], Image.Image],
+                 transform: Callable[[Image.Image], torch.Tensor]):
+        labels = np.asarray(labels)
+        if labels.ndim != 2 or len(ids) != labels.shape[0]:
+            raise ValueError(f"labels must be (N, C) with N = len(ids) = {len(ids)}, got {labels.shape}")
+        self.ids = list(ids)
+        self.labels = labels.astype(np.uint8, copy=False)
+        self.load = load
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int):
+        img = self.load(i)
+        return self.transform(img), torch.from_numpy(self.labels[i].astype(np.float32)), i
+
+    def with_transform(self, transform) -> "LabelledImages":
+        return LabelledImages(self.ids, self.labels, self.load, transform)
+
+
+@dataclass(frozen=True)
+class RetrievalData:
+    """A dataset under its retrieval protocol.
+
+    Attributes:
+        name: registry name.
+        classes: C class names, in label-column order.
+        train, query, database: the splits (train uses the training transform).
+        topk: the protocol's K for mAP@K; ``None`` means the whole database.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    train: LabelledImages
+    query: LabelledImages
+    database: LabelledImages
+    topk: int | None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registry entry. ``defaults`` overrides the CLI's defaults for this dataset (the demo
+    sets a small backbone and image size, for instance); explicit flags still win."""
+
+    name: str
+    build: Callable[[DataOptions], RetrievalData]
+    description: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, DatasetInfo] = {}
+
+
+def register(name: str, description: str, defaults: dict[str, Any] | None = None):
+    """Decorator registering ``build(options) -> RetrievalData`` under ``name``."""
+
+    def deco(build: Callable[[DataOptions], RetrievalData]):
+        if name in _REGISTRY:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        _REGISTRY[name] = DatasetInfo(name, build, description, dict(defaults or {}))
+        return build
+
+    return deco
+
+
+def replace(options: DataOptions, **changes) -> DataOptions:
+    return dataclasses.replace(options, **changes)

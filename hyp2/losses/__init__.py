@@ -1,0 +1,37 @@
+"""Hashing losses behind one registry (``--loss``). HyP² is the default; the paper's baselines
+live one per module beside it. Every module here not starting with ``_`` is imported on first use
+of the registry, so a new loss is one new file calling :func:`register_loss`."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from .base import HashLoss, LossSpec, _LOSSES, register_loss
+from .hyp2 import HyP2Loss
+
+__all__ = ["HashLoss", "HyP2Loss", "LossSpec", "build_loss", "loss_names", "register_loss"]
+
+_loaded = False
+
+
+def _load_all() -> None:
+    global _loaded
+    if not _loaded:
+        for mod in pkgutil.iter_modules(__path__):
+            if not mod.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{mod.name}")
+        _loaded = True
+
+
+def loss_names() -> list[str]:
+    _load_all()
+    return sorted(_LOSSES)
+
+
+def build_loss(name: str, num_classes: int, num_bits: int, **options) -> HashLoss:
+    """Build the loss registered as ``name``. ``options`` (seed, beta, zeta, ...) go to its builder,
+    which takes what it understands. Unknown names raise ``ValueError`` naming the known ones."""
+    _load_all()
+    if name not in _LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(sorted(_LOSSES))}")
+    return _LOSSES[name].build(num_classes, num_bits, **options)
