@@ -1,0 +1,57 @@
+"""Users' own multi-label data (``custom``), in the image-list format of HashNet / NUS-WIDE.
+
+The format (:mod:`hyp2.data._lists`) is the one HyP² (Xu et al., "HyP² Loss: Beyond Hypersphere
+Metric Space for Multi-label Image Retrieval", ACM MM 2022) reads for NUS-WIDE, with any number of
+classes. Under ``<root>`` (``--data_root``):
+
+* ``train.txt`` -- training images; ``test.txt`` -- queries; ``database.txt`` -- the images searched;
+* each line: an image path relative to ``<root>`` (or absolute; no spaces), then C space-separated 0/1 labels,
+  C inferred from the first line of ``train.txt`` and the same in all three lists;
+* ``classes.txt`` (optional): C class names, one a line, in column order (else ``class0``..).
+
+mAP is computed over the whole database (``topk`` None); ``--retrieve K`` overrides it.
+Every listed file must exist when the dataset is built; images are decoded when used, in the
+DataLoader workers, and one that cannot be decoded stops the run with its path and the reason.
+Truncated JPEGs are accepted (as the official code does).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from ._cache import maybe_cache
+from ._lists import ImageFiles, default_class_names, read_class_names, read_list, require_files
+from .base import DataOptions, LabelledImages, RetrievalData, image_transform, register
+
+LISTS = {"train": "train.txt", "query": "test.txt", "database": "database.txt"}
+
+
+def build_custom(options: DataOptions, progress: bool = True) -> RetrievalData:
+    """The three lists under ``options.root`` (see the module docstring)."""
+    root = Path(options.root)
+    size = options.image_size
+    splits = {}
+    num_labels = None
+    for role in ("train", "query", "database"):
+        path = root / LISTS[role]
+        if not path.is_file():
+            raise UserError(f"custom dataset: {path} is missing; put train.txt, test.txt (queries) and database.txt "
+                            f"in {root}, each line an image path relative to {root} followed by 0/1 labels, "
+                            f"e.g. 'images/cat1.jpg 1 0 1'")
+        rel, labels = read_list(path, num_labels, what=f"custom {role} list",
+                                labels_from="" if num_labels is None else "as in train.txt")
+        if num_labels is None:
+            num_labels = labels.shape[1]
+        paths = [str(root / p) for p in rel]
+        require_files(paths, f"custom {role} list {path}")
+        load = ImageFiles(paths)
+        splits[role] = LabelledImages(rel, labels, load, image_transform(size, role == "train"))
+    classes = read_class_names(root / "classes.txt", num_labels) or default_class_names(num_labels)
+    data = RetrievalData("custom", classes, splits["train"], splits["query"], splits["database"], topk=None)
+    return maybe_cache(data, options, progress=progress)
+
+
+@register("custom", "your own images: train.txt, test.txt, database.txt under --data_root (path + 0/1 labels a "
+                    "line), mAP over the whole database")
+def build(options: DataOptions) -> RetrievalData:
+    return build_custom(options)
