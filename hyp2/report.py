@@ -1,0 +1,317 @@
+"""``python -m hyp2.report RUN.json [RUN.json ...] --out DIR``: figures and a results table.
+
+Sets the mAP of our runs beside the HyP² numbers that Xu et al., "HyP² Loss: Beyond Hypersphere
+Metric Space for Multi-label Image Retrieval", ACM MM 2022, report (§4, :mod:`hyp2.paper`), and
+draws for the given runs the kinds of figure the paper shows (Top-N precision, convergence of mAP
+against training seconds, t-SNE of codes) plus precision–recall over Hamming radii
+(:mod:`hyp2.plots`). Everything is read from the runs' JSON files (docs/run-json.md); no model or
+image is needed. The user guide is docs/report.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .errors import UserError
+from .io import atomic_write_text
+from .paper import PAPER_HYP2, paper_result
+from .plots import (FORMATS, TSNE_COLOUR_RULE, backbone_title, load_run, plot_convergence,
+                    plot_pr, plot_topn, plot_tsne, run_label, run_topk, save_figure)
+
+DASH = "—"  # a cell the paper or the run has no number for
+RESULTS_FILE = "results.md"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One run's line of the results table.
+
+    ``ours`` is ``test.map`` (else the best mAP in the training history, with a note); ``paper``
+    the paper's HyP² mAP for the same dataset and bits; ``diff`` = ours − paper. ``notes`` say
+    why the two are not like for like (backbone, loss, mAP@K) or why a number is missing.
+    """
+
+    run: str
+    dataset: str
+    backbone: str
+    bits: int
+    loss: str
+    topk: int | None
+    ours: float | None
+    paper: float | None
+    diff: float | None
+    precision_radius2: float | None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` wrote (``files``) and its one-line ``notes`` on missing data."""
+
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _stem(run: dict) -> str:
+    return Path(run["_path"]).name.removesuffix(".json")
+
+
+def _our_map(run: dict) -> tuple[float | None, str | None]:
+    test = run.get("test") or {}
+    if test.get("map") is not None:
+        return float(test["map"]), None
+    best = (run.get("best") or {}).get("map")
+    history = [h["map"] for h in run.get("history") or [] if h.get("map") is not None]
+    if best is None and history:
+        best = max(history)
+    if best is not None:
+        return float(best), "best mAP during training (the run has no --test result)"
+    return None, "no mAP measured (no --test result and no evaluation in its history)"
+
+
+def compare_rows(runs: Sequence[dict]) -> list[Row]:
+    """The results table's rows: one per run, in the paper's dataset order, then by bits,
+    backbone, loss and run name. Pure: the runs are not modified."""
+    order = {name: i for i, name in enumerate(PAPER_HYP2)}
+    rows = []
+    for run in runs:
+        dataset, bits = run["dataset"], run["hash_bit"]
+        backbone, loss = run["backbone"], run.get("loss", "hyp2")
+        ours, note = _our_map(run)
+        notes = [note] if note else []
+        topk = run_topk(run)
+        paper = paper_result(dataset)
+        paper_map = paper.maps.get(bits) if paper else None
+        if paper is None:
+            notes.append(f"the paper reports no {dataset} results")
+        elif paper_map is None:
+            notes.append(f"the paper reports {paper.title} at "
+                         f"{'/'.join(str(b) for b in paper.bits)} bits only")
+        else:
+            if backbone != paper.backbone:
+                notes.append(f"the paper's number is for {backbone_title(paper.backbone)}; "
+                             f"this run used {backbone_title(backbone)}")
+            if loss != "hyp2":
+                notes.append(f"this run trained with the {loss} loss; the paper's number is HyP²")
+            if topk is None:
+                notes.append(f"the run JSON does not say K of its mAP@K; the paper's is "
+                             f"mAP@{paper.topk}")
+            elif topk != paper.topk:
+                notes.append(f"ours is mAP@{topk}, the paper's mAP@{paper.topk}")
+        radius2 = (run.get("test") or {}).get("precision_radius2")
+        rows.append(Row(
+            run=_stem(run), dataset=dataset, backbone=backbone, bits=bits, loss=loss, topk=topk,
+            ours=ours, paper=paper_map,
+            diff=None if ours is None or paper_map is None else ours - paper_map,
+            precision_radius2=None if radius2 is None else float(radius2), notes=tuple(notes)))
+    rows.sort(key=lambda r: (order.get(r.dataset, len(order)), r.dataset, r.bits, r.backbone,
+                             r.loss, r.run))
+    return rows
+
+
+def _cell(text: object) -> str:
+    # a '|' inside a cell would split it
+    return str(text).replace("|", "\\|")
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return DASH if value is None else format(value, fmt)
+
+
+def results_markdown(paths: Sequence[Path], rows: Sequence[Row],
+                     figures: Sequence[tuple[str, Sequence[Path], str]],
+                     notes: Sequence[str]) -> str:
+    """The text of ``results.md``: the mAP table beside the paper, the paper's full HyP² table,
+    the figures (name, files, caption) and the notes."""
+    lines = ["# HyP² reproduction report", "",
+             f"Made by `python -m hyp2.report` from {len(paths)} run file(s): "
+             + ", ".join(f"`{p}`" for p in paths) + ".", "",
+             "## mAP beside the paper", "",
+             "Ours: the run's test mAP@K (Hamming ranking; relevant = at least one shared label). "
+             "Paper: HyP² as reported by Xu et al., ACM MM 2022 (§4 tables; see below). "
+             f"Ours − paper is positive where we do better. {DASH}: no number.", "",
+             "| Run | Dataset | Backbone | Bits | Loss | mAP@K | Ours | Paper (HyP²) "
+             "| Ours − paper | Precision (r ≤ 2) | Comparability |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_cell(c) for c in (
+            r.run, r.dataset, r.backbone, r.bits, r.loss, DASH if r.topk is None else r.topk,
+            _num(r.ours, ".4f"), _num(r.paper, ".3f"), _num(r.diff, "+.4f"),
+            _num(r.precision_radius2, ".4f"),
+            "; ".join(r.notes) if r.notes else "same protocol as the paper")) + " |")
+    lines += ["", "## The paper's HyP² mAP", "",
+              "| Dataset | Paper's name | Backbone | mAP@K | mAP by hash bits | Source |",
+              "|---|---|---|---:|---|---|"]
+    for p in PAPER_HYP2.values():
+        values = ", ".join(f"{b}: {p.maps[b]:.3f}" for b in p.bits)
+        lines.append(f"| {p.dataset} | {p.title} | {backbone_title(p.backbone)} | {p.topk} "
+                     f"| {values} | {_cell(p.source)} |")
+    lines += ["", "## Figures", ""]
+    if not figures:
+        lines.append("No figure: no run has the data of any (see Notes).")
+    for title, files, caption in figures:
+        names = ", ".join(f"`{f.name}`" for f in files)
+        lines += [f"### {title}", "", f"{caption} Files: {names}.", ""]
+        png = next((f for f in files if f.suffix == ".png"), None)
+        if png is not None:
+            lines += [f"![{title}]({png.name})", ""]
+    lines += ["## Notes", ""]
+    lines += ([f"- {_cell(n)}" for n in notes] if notes
+              else ["None: every run had every figure's data."])
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+_CAPTIONS = {
+    "topn": ("Top-N precision",
+             "Precision of the top N = 100 … 1,000 database items by Hamming ranking, one line "
+             "per run (the paper's Top-N figure: Flickr-25k and NUS-WIDE, precision 0 … 1)."),
+    "pr": ("Precision–recall over Hamming radius",
+           "Precision and recall of the database items within Hamming radius r of a query, "
+           "r = 0 … K, averaged over queries, one line per run."),
+    "convergence": ("Convergence",
+                    "mAP on the query set at each evaluation against cumulative training "
+                    "seconds (evaluation time excluded), one panel per dataset (the paper's "
+                    "figure: Flickr-25k and NUS-WIDE, 48 bits, AlexNet)."),
+}
+
+
+def build_report(paths: Iterable[str | Path], out_dir: str | Path, *, tsne: bool = True,
+                 num_queries: int = 3, neighbours: int = 10, seed: int = 0,
+                 formats: Iterable[str] = FORMATS) -> Report:
+    """Read the run JSONs, write the figures and ``results.md`` into ``out_dir``.
+
+    Figures: ``topn``, ``pr``, ``convergence`` over all runs, and ``tsne_{run}`` per run with a
+    codes sample (unless ``tsne`` is False), each in every format of ``formats``. A figure no
+    run has data for is skipped; each gap is one line in ``Report.notes`` and in results.md.
+    A missing or malformed JSON, or an unwritable ``out_dir``, raises
+    :class:`~hyp2.errors.UserError`.
+    """
+    report = Report()
+    unique: list[Path] = []
+    for p in map(Path, paths):
+        if any(p.resolve() == q.resolve() for q in unique):
+            report.notes.append(f"{p}: given more than once; used once")
+        else:
+            unique.append(p)
+    if not unique:
+        raise UserError("no run JSON given; pass one or more result/{run}.json files")
+    runs = [load_run(p) for p in unique]
+    out_dir = Path(out_dir)
+    formats = tuple(formats)
+    figures: list[tuple[str, list[Path], str]] = []
+    try:
+        for name, plot in (("topn", plot_topn), ("pr", plot_pr),
+                           ("convergence", plot_convergence)):
+            fig = plot(runs, report.notes)
+            if fig is not None:
+                title, caption = _CAPTIONS[name]
+                figures.append((title, save_figure(fig, out_dir / name, formats), caption))
+        if tsne:
+            used: set[str] = set()
+            for i, run in enumerate(runs):
+                stem = f"tsne_{_stem(run)}"
+                if stem in used:  # same file name from two folders
+                    stem = f"{stem}_{i + 1}"
+                used.add(stem)
+                fig = plot_tsne(run, num_queries=num_queries, neighbours=neighbours, seed=seed,
+                                notes=report.notes)
+                if fig is not None:
+                    caption = (f"t-SNE of the sampled database codes of {run_label(run)} "
+                               f"(seed {seed}), as the paper's VOC-2007 48-bit figure. "
+                               f"{TSNE_COLOUR_RULE[0].upper()}{TSNE_COLOUR_RULE[1:]}. Stars: "
+                               f"the sample's first {num_queries} queries, with lines to their "
+                               f"{neighbours} nearest database codes by Hamming distance "
+                               f"within the sample; red circles, as in the paper, mark "
+                               f"neighbours that share no label with their query.")
+                    figures.append((f"t-SNE: {run_label(run)}",
+                                    save_figure(fig, out_dir / stem, formats), caption))
+        rows = compare_rows(runs)
+        report.notes += [f"{row.run}: {row.notes[0]}" for row in rows if row.ours is None]
+        text = results_markdown(unique, rows, figures, report.notes)
+        atomic_write_text(out_dir / RESULTS_FILE, text)
+    except OSError as exc:
+        raise UserError(f"{out_dir}: cannot write the report ({exc.strerror or exc}); choose a "
+                        f"writable folder with --out") from None
+    report.files = [f for _, files, _ in figures for f in files] + [out_dir / RESULTS_FILE]
+    return report
+
+
+def _count(least: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+    return parse
+
+
+_EPILOG = """\
+outputs (in --out):
+  topn.png, .pdf         Top-N precision, N = 100 ... 1000, one line per run
+  pr.png, .pdf           precision-recall over Hamming radius r = 0 ... K, one line per run
+  convergence.png, .pdf  mAP against training seconds, one panel per dataset
+  tsne_{run}.png, .pdf   t-SNE of each run's codes sample, with queries and neighbours
+  results.md             our mAP beside the paper's HyP2 mAP, figures, notes
+
+A run lacking a figure's data is left out of it with a note (printed and in results.md).
+
+examples:
+  python -m hyp2.report result/flickr_alexnet_*.json --out report/flickr
+  python -m hyp2.report result/*.json --out report --no-tsne
+
+guide: docs/report.md
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hyp2.report",
+        description="Draw the HyP2 paper's kinds of figure for training runs and write\n"
+                    "results.md, a table of their mAP beside the mAP the paper reports.\n"
+                    "Reads only the runs' JSON files (result/{run}.json) and the codes\n"
+                    "samples they name; no model, images or GPU needed.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="RUN.json",
+                        help="run results written by training or --test (result/{run}.json)")
+    parser.add_argument("--out", metavar="DIR", default="report",
+                        help="folder for the figures and results.md, created if needed "
+                             "(default: report)")
+    parser.add_argument("--no-tsne", dest="tsne", action="store_false",
+                        help="skip the t-SNE figures (the slow part: up to ~10 s per run)")
+    parser.add_argument("--tsne-queries", type=_count(0), default=3, metavar="N",
+                        help="queries drawn in each t-SNE, with lines to their nearest "
+                             "neighbours (default: 3)")
+    parser.add_argument("--tsne-neighbours", type=_count(1), default=10, metavar="K",
+                        help="nearest database codes by Hamming distance linked to each query "
+                             "(default: 10)")
+    parser.add_argument("--seed", type=int, default=0, help="t-SNE random seed (default: 0)")
+    parser.add_argument("--no-pdf", dest="pdf", action="store_false",
+                        help="write PNG only (default: PNG and PDF of every figure)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (0 done, 2 bad input)."""
+    args = _parser().parse_args(argv)
+    try:
+        report = build_report(args.runs, args.out, tsne=args.tsne, num_queries=args.tsne_queries,
+                              neighbours=args.tsne_neighbours, seed=args.seed,
+                              formats=FORMATS if args.pdf else ("png",))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for note in report.notes:
+        print(f"note: {note}")
+    print(f"wrote {len(report.files)} files to {args.out}: "
+          + ", ".join(f.name for f in report.files))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
