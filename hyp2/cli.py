@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="local torchvision ImageNet state dict of the backbone (offline machines)")
     ours.add_argument("--zeta", type=float, default=None, help="override ζ (default: from the code table)")
     ours.add_argument("--eval_every", type=int, default=None, help="evaluate every N epochs (and after the last)")
+    ours.add_argument("--subset", type=int, default=0,
+                      help="use only the first N images of each split (quick smoke tests); 0 = all")
     ours.add_argument("--loss", default="hyp2", help="hashing loss (hyp2 or a baseline; see README)")
     ours.add_argument("--lr", type=float, default=None,
                       help="network learning rate; default per backbone: googlenet 0.02, alexnet 0.01, "
@@ -70,8 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--no_md5", action="store_true", help="do not verify downloaded archives' MD5")
     data.add_argument("--split_file", type=Path, default=None,
                       help="flickr: JSON list of indices into img.txt fixing the split")
+    data.add_argument("--no_download", action="store_true",
+                      help="never use the network for datasets: fail with where to put the files instead")
     data.add_argument("--cache", action="store_true",
                       help="keep resized images in a memory-mapped file under --data_root (faster epochs)")
+
+    tr = p.add_argument_group("training speed and safety")
+    tr.add_argument("--amp", action="store_true",
+                    help="bf16 autocast on CUDA (faster; not the official numerics)")
+    tr.add_argument("--compile", action="store_true", help="torch.compile the network")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue from result/{run}_last.ckpt (written every epoch); starts fresh if absent")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="start a fresh run even if this run's checkpoints exist (they are replaced)")
 
     ev = p.add_argument_group("evaluation flags")
     ev.add_argument("--export_codes", action="store_true",
@@ -111,7 +124,8 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
     image_size = spec.image_size if args.image_size is None else args.image_size
     for name, value, low in (("batch_size", pick("batch_size"), 1), ("epochs", pick("epochs"), 1),
                              ("eval_every", pick("eval_every"), 1), ("workers", pick("workers"), 0),
-                             ("retrieve", args.retrieve, 0), ("image_size", image_size, spec.min_size)):
+                             ("retrieve", args.retrieve, 0), ("subset", args.subset, 0),
+                             ("image_size", image_size, spec.min_size)):
         if value < low:
             raise UserError(f"--{name} {value}: must be at least {low}"
                             + (f" for --backbone {backbone}" if name == "image_size" else ""))
@@ -142,11 +156,22 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
         save=not args.no_save, seed=args.seed, rate=args.rate, test=args.test,
         data_root=args.data_root, result_dir=args.result_dir, image_size=image_size,
         workers=pick("workers"), device=device, pretrained=pretrained, weights=args.weights,
-        zeta=args.zeta, eval_every=pick("eval_every"), loss=args.loss,
+        zeta=args.zeta, eval_every=pick("eval_every"), subset=args.subset, loss=args.loss,
         lr=spec.lr if args.lr is None else args.lr,
         voc_url=args.voc_url or os.environ.get("HYP2_VOC_URL") or None, check_md5=not args.no_md5,
-        split_file=args.split_file, cache=args.cache, export_codes=args.export_codes, plots=args.plots,
+        split_file=args.split_file, cache=args.cache, download=not args.no_download,
+        amp=args.amp, compile=args.compile, resume=args.resume, overwrite=args.overwrite, export_codes=args.export_codes, plots=args.plots,
     )
+
+
+def _one_line(e: UserError) -> str:
+    # An error raised in a DataLoader worker comes back re-raised with the worker's traceback as
+    # its message; its last line is ours.
+    text = str(e).strip()
+    if "\n" in text:
+        text = text.splitlines()[-1]
+        text = text.removeprefix(f"{UserError.__module__}.{UserError.__qualname__}: ")
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(config)
         return 0
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

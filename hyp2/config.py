@@ -34,6 +34,7 @@ class Config:
     weights: Path | None = None
     zeta: float | None = None
     eval_every: int = 5
+    subset: int = 0  # use at most this many images per split (0 = all): smoke tests
     loss: str = "hyp2"
     lr: float = 0.02  # the network's learning rate (per backbone unless --lr)
     # Datasets.
@@ -41,6 +42,12 @@ class Config:
     check_md5: bool = True
     split_file: Path | None = None
     cache: bool = False
+    download: bool = True
+    # Speed and safety of training.
+    amp: bool = False
+    compile: bool = False
+    resume: bool = False
+    overwrite: bool = False
     # Evaluation and reports.
     export_codes: bool = False
     plots: bool = False

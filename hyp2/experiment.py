@@ -2,15 +2,18 @@
 best checkpoint, or (``--test``) reload it and write every retrieval metric."""
 from __future__ import annotations
 
-import time
+import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler, Subset
 
 from . import codetable
 from .config import Config
 from .data import DataOptions, RetrievalData, build_dataset
+from .data._cache import maybe_cache
 from .errors import UserError
 from .evaluate import encode, full_evaluation
 from .io import atomic_save
@@ -18,7 +21,10 @@ from .losses import HashLoss, build_loss
 from .metrics import mean_average_precision
 from .models import build_model
 from .results import RunFiles, RunRecorder, check_compatible, load_checkpoint, save_checkpoint
-from .train import fit, make_loader, make_optimizer, make_scheduler, seed_everything
+from .distributed import (Dist, average_gradients, broadcast_float, gather_rows, init_from_env,
+                          per_rank_batch, shard, shutdown)
+from .train import (fit, make_loader, make_optimizer, make_scheduler, rng_state, seed_everything,
+                    set_rng_state)
 
 SAMPLE_DB, SAMPLE_QUERIES = 2000, 10
 
@@ -30,16 +36,20 @@ def run(config: Config) -> float:
 
 def load_data(config: Config) -> RetrievalData:
     options = DataOptions(root=config.data_root, image_size=config.image_size, seed=config.seed,
-                          cache=config.cache, voc_url=config.voc_url, check_md5=config.check_md5,
-                          split_file=config.split_file)
+                          cache=False, voc_url=config.voc_url, check_md5=config.check_md5,
+                          split_file=config.split_file, download=config.download)
     try:
         data = build_dataset(config.dataset, options)
     except ValueError as e:
         raise UserError(f"--dataset {config.dataset}: {e}") from None
+    if config.subset:
+        data = dataclasses.replace(data, **{s: getattr(data, s).head(config.subset)
+                                            for s in ("train", "query", "database")})
     for split in ("train", "query", "database"):
         if len(getattr(data, split)) == 0:
             raise UserError(f"--dataset {config.dataset}: the {split} split is empty; check its files under {config.data_root}")
-    return data
+    # Cache after subsetting, so a --subset smoke test never caches a whole dataset.
+    return maybe_cache(data, dataclasses.replace(options, cache=config.cache))
 
 
 def protocol_topk(config: Config, data: RetrievalData) -> int:
@@ -68,35 +78,78 @@ def header(config: Config, data: RetrievalData, topk: int) -> dict[str, Any]:
             "num_classes": data.num_classes, "topk": topk, "config": config.to_dict()}
 
 
+def encode_split(model, dataset, config: Config, device, d: Dist, desc: str):
+    """Encode a split, sharded across ranks under torchrun and gathered, in dataset order."""
+    part = Subset(dataset, shard(len(dataset), d)) if d.enabled else dataset
+    loader = make_loader(part, config.batch_size, train=False, workers=config.workers,
+                         pin_memory=torch.device(device).type == "cuda")
+    out, labels = encode(model, loader, device, desc)
+    return gather_rows(out, len(dataset), d), gather_rows(labels, len(dataset), d)
+
+
 def run_train(config: Config) -> float:
+    d, device_name = init_from_env(config.device)
+    try:
+        return _train(config, d, torch.device(device_name))
+    finally:
+        shutdown(d)
+
+
+def _train(config: Config, d: Dist, device: torch.device) -> float:
+    files = RunFiles(config.result_dir, config.run_name)
+    last_path = files.path("_last.ckpt")
+    if config.save and not (config.resume or config.overwrite):
+        existing = [p for p in (files.checkpoint, last_path) if p.exists()]
+        if existing:
+            raise UserError(f"{existing[0]} exists from an earlier run; pass --resume to continue it, "
+                            f"--overwrite to replace it, or another --result_dir")
+    if config.save and d.is_main:
+        for stale in config.result_dir.glob(f".{config.run_name}*.tmp"):
+            stale.unlink()  # left by a run killed inside an atomic write; never a complete file
     seed_everything(config.seed)
     data = load_data(config)
     topk = protocol_topk(config, data)
-    device = torch.device(config.device)
     loss_fn = make_loss(config, data.num_classes).to(device)
     model = build_model(config.backbone, config.hash_bit, pretrained=config.pretrained,
                         weights_path=config.weights).to(device)
-    pin = device.type == "cuda"
-    train_loader = make_loader(data.train, config.batch_size, train=True, workers=config.workers,
-                               seed=config.seed, pin_memory=pin)
-    query_loader = make_loader(data.query, config.batch_size, train=False, workers=config.workers, pin_memory=pin)
-    db_loader = make_loader(data.database, config.batch_size, train=False, workers=config.workers, pin_memory=pin)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        model = model.to(memory_format=torch.channels_last)
+    net: torch.nn.Module = model
+    if d.enabled:
+        seed_everything(config.seed + d.rank)  # distinct augmentation per rank; weights come from rank 0
+        net = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    if config.compile:
+        net = torch.compile(net)
+    sampler = (DistributedSampler(data.train, d.world_size, d.rank, shuffle=True, seed=config.seed)
+               if d.enabled else None)
+    train_loader = make_loader(data.train, per_rank_batch(config.batch_size, d), train=True,
+                               workers=config.workers, seed=config.seed, pin_memory=cuda, sampler=sampler)
     optimizer = make_optimizer(model, loss_fn, config.lr, config.rate)
     scheduler = make_scheduler(optimizer)
 
-    files = RunFiles(config.result_dir, config.run_name)
-    rec = RunRecorder(files, header(config, data, topk), save=config.save)
+    rec = RunRecorder(files, header(config, data, topk), save=config.save and d.is_main, verbose=d.is_main)
+    start_epoch, seconds = 1, 0.0
+    if config.resume and last_path.exists():
+        start_epoch, seconds = _restore(last_path, config, data, model, loss_fn, optimizer, scheduler,
+                                        train_loader.generator, rec)
+        rec.log(f"resumed {config.run_name} from {last_path} after epoch {start_epoch - 1}")
+    elif config.resume:
+        rec.log(f"--resume: no {last_path} yet, starting from epoch 1")
     zeta = getattr(loss_fn, "zeta", None)
     rec.log(f"run {config.run_name}: {len(data.train)} train / {len(data.query)} query / "
             f"{len(data.database)} database images, {data.num_classes} classes, {config.hash_bit} bits, "
             f"mAP@{topk}, loss {config.loss}" + (f" (ζ = {zeta:.4f}, β = {config.beta})" if zeta is not None else "")
-            + f", {config.backbone} at {config.image_size}px on {device}")
+            + f", {config.backbone} at {config.image_size}px on {device}"
+            + (f" x {d.world_size} processes" if d.enabled else ""))
     rec.log(f"config: {config.to_dict()}", echo=False)
 
     def evaluate() -> float:
-        q, ql = encode(model, query_loader, device, "encode query")
-        d, dl = encode(model, db_loader, device, "encode database")
-        return mean_average_precision(q, d, ql, dl, topk=topk)
+        q, ql = encode_split(model, data.query, config, device, d, "encode query")
+        db, dl = encode_split(model, data.database, config, device, d, "encode database")
+        m = mean_average_precision(q, db, ql, dl, topk=topk) if d.is_main else 0.0
+        return broadcast_float(m, d, device)
 
     def on_epoch(epoch, stats, seconds):
         parts = " ".join(f"{k} {v:.4f}" for k, v in stats.components.items())
@@ -105,26 +158,75 @@ def run_train(config: Config) -> float:
 
     def on_evaluation(epoch, m, stats, seconds):
         improved = rec.data["best"] is None or m > rec.data["best"]["map"]
-        rec.add_evaluation({"epoch": epoch, "map": m, "loss": stats.loss, "train_seconds": round(seconds, 3),
-                            "lr": optimizer.param_groups[0]["lr"], "components": stats.components})
-        if improved and config.save:
-            save_checkpoint(files.checkpoint, model_state=model.state_dict(), loss_state=loss_fn.state_dict(),
-                            config=config.to_dict(),
-                            meta={**{k: v for k, v in header(config, data, topk).items() if k != "config"},
-                                  "epoch": epoch, "map": m, "image_size": config.image_size})
+        # The JSON is written at the epoch's end, after the resumable checkpoint (see on_epoch_end).
+        rec.data["history"].append({"epoch": epoch, "map": m, "loss": stats.loss,
+                                    "train_seconds": round(seconds, 3), "lr": optimizer.param_groups[0]["lr"],
+                                    "components": stats.components})
+        if improved:
+            rec.data["best"] = {"epoch": epoch, "map": m}
+            if rec.save:
+                save_checkpoint(files.checkpoint, model_state=model.state_dict(), loss_state=loss_fn.state_dict(),
+                                config=config.to_dict(),
+                                meta={**{k: v for k, v in header(config, data, topk).items() if k != "config"},
+                                      "epoch": epoch, "map": m, "image_size": config.image_size})
         best = rec.data["best"]
         rec.log(f"epoch {epoch}: map {m:.4f} (best {best['map']:.4f} at epoch {best['epoch']})"
-                + (" -> saved" if improved and config.save else ""))
+                + (" -> saved" if improved and rec.save else ""))
 
-    fit(model, loss_fn, train_loader, optimizer=optimizer, scheduler=scheduler, device=device,
+    def on_epoch_end(epoch, seconds):
+        if rec.save:
+            # Order matters for a kill at any moment: best checkpoint, then this resumable state
+            # (which carries the history), then the JSON rebuilt from it.
+            payload = {"format": "hyp2-last", "epoch": epoch, "train_seconds": seconds,
+                       "model": model.state_dict(), "loss": loss_fn.state_dict(),
+                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                       "history": rec.data["history"], "best": rec.data["best"],
+                       "config": config.to_dict(), "rng": rng_state(train_loader.generator)}
+            atomic_save(last_path, lambda fh: torch.save(payload, fh))
+            rec.write()
+
+    step_options = {"amp": config.amp, "channels_last": cuda,
+                    "after_backward": (lambda: average_gradients(loss_fn.parameters(), d)) if d.enabled else None}
+    fit(net, loss_fn, train_loader, optimizer=optimizer, scheduler=scheduler, device=device,
         epochs=config.epochs, eval_every=config.eval_every, evaluate=evaluate,
-        on_epoch=on_epoch, on_evaluation=on_evaluation)
+        on_epoch=on_epoch, on_evaluation=on_evaluation, on_epoch_end=on_epoch_end,
+        start_epoch=start_epoch, train_seconds=seconds, **step_options)
     best = rec.data["best"]
-    if config.save:
+    if best is None:
+        raise UserError(f"{last_path} already holds all {config.epochs} epochs but no evaluation; "
+                        f"raise --epochs to continue")
+    if rec.save:
         rec.log(f"best checkpoint: {files.checkpoint} (epoch {best['epoch']})")
     rec.log(f"map: {best['map']:.4f}", echo=False)
-    print(f"map: {best['map']}")
+    if d.is_main:
+        print(f"map: {best['map']}")
     return best["map"]
+
+
+def _restore(path, config, data, model, loss_fn, optimizer, scheduler, generator, rec) -> tuple[int, float]:
+    """Load ``{run}_last.ckpt`` into the live objects; returns (next epoch, training seconds)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"cannot read {path} ({type(e).__name__}); delete it to start over, or pass --overwrite") from None
+    if not isinstance(state, dict) or state.get("format") != "hyp2-last":
+        raise UserError(f"{path} is not a hyp2 resumable checkpoint; delete it or pass --overwrite")
+    saved = state["config"]
+    for key in ("dataset", "backbone", "hash_bit", "loss", "image_size", "batch_size", "seed"):
+        if saved.get(key) != getattr(config, key):
+            raise UserError(f"--resume: {path} was trained with --{key} {saved.get(key)} but this run has "
+                            f"--{key} {getattr(config, key)}; use the same flags, or --overwrite to start over")
+    model.load_state_dict(state["model"])
+    loss_fn.load_state_dict(state["loss"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"], generator)
+    epoch = int(state["epoch"])
+    # Evaluations after this epoch (a kill between saving the JSON and this file) are redone.
+    rec.data["history"] = [h for h in state["history"] if h["epoch"] <= epoch]
+    rec.data["best"] = state["best"]
+    rec.write()
+    return epoch + 1, float(state["train_seconds"])
 
 
 def run_test(config: Config) -> float:

@@ -90,8 +90,9 @@ class RunRecorder:
     """Keeps the human log and the JSON history of a run up to date. With ``save=False`` it only
     prints (``--no_save`` writes nothing)."""
 
-    def __init__(self, files: RunFiles, header: dict[str, Any], save: bool, resume_json: bool = False):
-        self.files, self.save = files, save
+    def __init__(self, files: RunFiles, header: dict[str, Any], save: bool, resume_json: bool = False,
+                 verbose: bool = True):
+        self.files, self.save, self.verbose = files, save, verbose
         self.data: dict[str, Any] = {"schema": JSON_SCHEMA, **header, "history": [], "best": None}
         if resume_json and files.json.is_file():
             self.data.update({k: v for k, v in read_json(files.json).items() if k in ("history", "best", "test")})
@@ -102,7 +103,7 @@ class RunRecorder:
         return cls(files, header, save, resume_json=True)
 
     def log(self, line: str, echo: bool = True) -> None:
-        if echo:
+        if echo and self.verbose:
             print(line, flush=True)
         if self.save:
             self.files.log.parent.mkdir(parents=True, exist_ok=True)

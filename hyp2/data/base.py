@@ -110,6 +110,10 @@ class LabelledImages(Dataset):
     def with_transform(self, transform) -> "LabelledImages":
         return LabelledImages(self.ids, self.labels, self.load, transform)
 
+    def head(self, n: int) -> "LabelledImages":
+        """The first ``n`` items (same loader: item ``i`` stays item ``i``)."""
+        return LabelledImages(self.ids[:n], self.labels[:n], self.load, self.transform)
+
 
 @dataclass(frozen=True)
 class RetrievalData:

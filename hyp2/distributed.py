@@ -1,0 +1,99 @@
+"""Multi-process training with ``torchrun`` (DistributedDataParallel).
+
+``torchrun --nproc_per_node N retrieval.py ...`` sets RANK / WORLD_SIZE / LOCAL_RANK; this module
+turns them into a :class:`Dist` handle. One process per GPU (NCCL), or per CPU process (gloo) for
+tests. The global batch stays ``--batch_size``: each rank takes ``batch_size / world_size``.
+Evaluation encodes a contiguous shard of the query and database splits on every rank and gathers
+them; logging and saving happen on rank 0 only.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job; ``world_size == 1`` means plain single-process training."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_from_env(device: str) -> tuple[Dist, str]:
+    """Join the process group when launched by torchrun; returns the handle and this rank's device
+    (``cuda:<LOCAL_RANK>`` when ``device`` is CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), device
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return Dist(rank, world, local), device
+
+
+def shutdown(d: Dist) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def per_rank_batch(batch_size: int, d: Dist) -> int:
+    if batch_size % d.world_size:
+        raise UserError(f"--batch_size {batch_size} is the global batch and must be divisible by the "
+                        f"{d.world_size} processes; pass a multiple of {d.world_size}")
+    return batch_size // d.world_size
+
+
+def shard(n: int, d: Dist) -> range:
+    """The contiguous slice of ``range(n)`` this rank encodes."""
+    per = -(-n // d.world_size)
+    return range(min(n, d.rank * per), min(n, (d.rank + 1) * per))
+
+
+def gather_rows(x: torch.Tensor, n: int, d: Dist) -> torch.Tensor:
+    """Concatenate every rank's (n_r, ...) shard (ranks in order) into (n, ...) on every rank."""
+    if not d.enabled:
+        return x
+    per = -(-n // d.world_size)
+    padded = x.new_zeros((per, *x.shape[1:]))
+    padded[: len(x)] = x
+    parts = [torch.empty_like(padded) for _ in range(d.world_size)]
+    dist.all_gather(parts, padded.contiguous())
+    out = [p[: len(shard(n, Dist(r, d.world_size)))] for r, p in enumerate(parts)]
+    return torch.cat(out)
+
+
+def average_gradients(params, d: Dist) -> None:
+    """All-reduce (mean) the gradients of parameters DDP does not manage (the loss's proxies)."""
+    if not d.enabled:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= d.world_size
+
+
+def broadcast_float(value: float, d: Dist, device) -> float:
+    if not d.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())

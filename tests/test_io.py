@@ -1,0 +1,35 @@
+import json
+
+import pytest
+
+from hyp2.io import atomic_open, atomic_write_json, atomic_write_text
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    target = tmp_path / "sub" / "f.json"
+    atomic_write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    with pytest.raises(RuntimeError):
+        with atomic_open(target, "w") as fh:
+            fh.write('{"a": 2')  # half-written ...
+            raise RuntimeError("crash")  # ... then the writer dies
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in target.parent.iterdir()] == ["f.json"]  # no temporary left behind
+
+
+def test_atomic_text_and_mode_check(tmp_path):
+    atomic_write_text(tmp_path / "t.txt", "héllo")
+    assert (tmp_path / "t.txt").read_text(encoding="utf-8") == "héllo"
+    with pytest.raises(ValueError):
+        with atomic_open(tmp_path / "x", "a"):
+            pass
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "p.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "p.txt").stat().st_mode & 0o777 == 0o644

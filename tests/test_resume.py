@@ -1,0 +1,100 @@
+"""Resumable training: a run SIGKILLed at any moment (also inside a checkpoint write) resumes from
+the last complete epoch and ends exactly like an uninterrupted run."""
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from hyp2.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--dataset", "demo", "--subset", "100", "--epochs", "4", "--eval_every", "1",
+        "--batch_size", "25", "--hash_bit", "12"]
+RUN = "demo_small_12"
+
+
+def args(**changes):
+    """ARGS with some flags' values replaced."""
+    out = list(ARGS)
+    for flag, value in changes.items():
+        out[out.index(f"--{flag}") + 1] = str(value)
+    return out
+
+# Runs the CLI in a child process that SIGKILLs itself at the `kill_at`-th atomic save of a
+# checkpoint (best and resumable ones counted together), after writing half of the file.
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    import hyp2.experiment as ex, hyp2.results as res
+    from hyp2.io import atomic_open
+    kill_at, calls = int(sys.argv[1]), [0]
+    def dying_save(path, save):
+        calls[0] += 1
+        if calls[0] == kill_at:
+            with atomic_open(path, "wb") as fh:
+                fh.write(b"half a checkpoint")
+                fh.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        with atomic_open(path, "wb") as fh:
+            save(fh)
+    ex.atomic_save = res.atomic_save = dying_save
+    from hyp2.cli import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    assert main(ARGS + ["--result_dir", str(out)]) == 0
+    return json.loads((out / f"{RUN}.json").read_text())
+
+
+# Saves per epoch: epoch 1 best + last (1, 2); epoch 2 best? + last ... A kill at save 2 dies inside
+# the first resumable checkpoint; at 3 inside the second epoch's first save; at 5 later on.
+@pytest.mark.parametrize("kill_at", [2, 3, 5])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(kill_at, reference, tmp_path, capsys):
+    out = tmp_path / "r"
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(kill_at), *ARGS, "--result_dir", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert main(ARGS + ["--result_dir", str(out), "--resume"]) == 0
+    got = json.loads((out / f"{RUN}.json").read_text())
+    assert [h["epoch"] for h in got["history"]] == [1, 2, 3, 4]  # none missing, none twice
+    assert [h["map"] for h in got["history"]] == [h["map"] for h in reference["history"]]
+    assert got["best"] == reference["best"]
+    ckpt = torch.load(out / f"{RUN}.ckpt", weights_only=True)
+    assert ckpt["meta"]["epoch"] == reference["best"]["epoch"] and ckpt["meta"]["map"] == reference["best"]["map"]
+    assert not list(out.glob(".*.tmp")), "stale temporary files are cleaned up"
+    assert "resumed" in capsys.readouterr().out or kill_at == 2
+
+
+def test_fresh_run_refuses_to_replace_earlier_checkpoints(reference, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(args(epochs=1) + ["--result_dir", str(out)]) == 0
+    capsys.readouterr()
+    assert main(args(epochs=1) + ["--result_dir", str(out)]) == 2
+    assert "exists from an earlier run; pass --resume" in capsys.readouterr().err
+    assert main(args(epochs=1) + ["--result_dir", str(out), "--overwrite"]) == 0
+
+
+def test_resume_with_other_flags_is_refused(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(args(epochs=1) + ["--result_dir", str(out)]) == 0
+    capsys.readouterr()
+    assert main(args(epochs=2, batch_size=50) + ["--result_dir", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained with --batch_size 25 but this run has --batch_size 50" in err
+
+
+def test_resume_of_a_finished_run_only_reports(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(args(epochs=1) + ["--result_dir", str(out)]) == 0
+    first = capsys.readouterr().out.splitlines()[-1]
+    assert main(args(epochs=1) + ["--result_dir", str(out), "--resume"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == first
+    assert len(json.loads((out / f"{RUN}.json").read_text())["history"]) == 1
