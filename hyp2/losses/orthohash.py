@@ -1,0 +1,133 @@
+"""OrthoHash loss: Hoe, Ng, Zhang, Chan, Song & Xiang, "One Loss for All: Deep Hashing with a
+Single Cosine Similarity based Learning Objective", NeurIPS 2021.
+
+OrthoHash assigns each class a fixed binary codeword b_c ∈ {−1, 1}^K, the codewords (nearly)
+orthogonal, and trains a classifier whose logits are the cosine similarities between the
+continuous code and the codewords, with a scale s and an additive cosine margin m on the true
+class (as in CosFace). Maximising the cosine to one's own codeword both separates the classes and
+shrinks the quantization error, so the paper needs a single objective; for multi-label data it
+uses label smoothing — the softmax cross-entropy with the target spread evenly over a sample's
+labels::
+
+    logit_ic = s (cos(h_i, b_c) − m y_ic)
+    L_CE     = mean_{i labelled} − Σ_c (y_ic / Σ_c' y_ic') log softmax_c(logit_i)
+    L_quan   = mean_i (1 − cos(h_i, sign(h_i)))          (sign as a constant)
+    L        = L_CE + λ L_quan,          s = 8, m = 0.2, λ = 0
+
+(Equation numbers are not quoted: they were not checked against the PDF.) For a single-label
+sample the target is one-hot and L_CE is the usual cross-entropy.
+
+Defaults, from the authors' code (github.com/kamwoh/orthohash: ``main.py``,
+``functions/loss/orthohash.py``): s = 8 (``--scale``), m = 0.2 (``--margin``), the multi-label
+loss ``label_smoothing`` (the default of ``--multiclass-loss``; ``bce`` is an option there),
+a Bernoulli(0.5) codebook (``--codebook-method B``) and the optional cosine quantization term at
+weight 0 (``--quan 0``) — the one-loss setting of the paper's title. ``codebook="hadamard"``
+takes the first C rows of a Sylvester–Hadamard matrix instead: exactly orthogonal codewords,
+possible when K is a power of two and C ≤ K.
+
+Samples without labels have no target: they take no part in L_CE (the authors' normalisation
+y / Σy divides by zero there), but do in L_quan. The codebook is a buffer, saved in the state
+dict. The authors' network ends with a BatchNorm on the code layer; that belongs to the network
+and is not part of this loss (every loss here shares one network).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import _similarity as sim
+from .base import HashLoss, register_loss
+
+_CODEBOOKS = ("bernoulli", "hadamard")
+
+
+def make_codebook(num_classes: int, num_bits: int, method: str, seed: int) -> torch.Tensor:
+    """(C, K) float32 ±1 codewords.
+
+    ``"bernoulli"``: i.i.d. Bernoulli(0.5) bits from a private generator seeded by ``seed``
+    (the authors' ``B``). ``"hadamard"``: rows 0..C−1 of the K×K Sylvester–Hadamard matrix
+    (seed unused); ``ValueError`` unless K is a power of two and C ≤ K.
+    """
+    if method == "bernoulli":
+        return sim.random_signs((num_classes, num_bits), sim.new_generator(seed))
+    if method == "hadamard":
+        if not sim.is_power_of_two(num_bits) or num_classes > num_bits:
+            raise ValueError(f"OrthoHashLoss: a Hadamard codebook needs K a power of two and "
+                             f"C <= K, got K={num_bits}, C={num_classes}; use "
+                             f"codebook='bernoulli'")
+        return sim.hadamard(num_bits)[:num_classes].clone()
+    raise ValueError(f"OrthoHashLoss: codebook must be one of {', '.join(_CODEBOOKS)}, "
+                     f"got {method!r}")
+
+
+class OrthoHashLoss(HashLoss):
+    """Cosine-margin cross-entropy against a fixed ±1 codebook, label smoothing for multi-label.
+
+    Args:
+        num_classes: C ≥ 1.
+        num_bits: K ≥ 1.
+        scale: s > 0 (authors: 8).
+        margin: m ≥ 0, the cosine margin on the true classes (authors: 0.2).
+        quant_weight: λ ≥ 0 of the cosine quantization term (authors: 0).
+        codebook: ``"bernoulli"`` (authors' default) or ``"hadamard"``.
+        seed: seeds the private generator of a Bernoulli codebook.
+
+    Attributes:
+        codebook: (C, K) ±1 buffer.
+        components: after each forward, detached ``ce`` and ``quant`` (unweighted), so that
+            loss = ce + quant_weight · quant.
+    """
+
+    name = "orthohash"
+
+    def __init__(self, num_classes: int, num_bits: int, scale: float = 8.0, margin: float = 0.2,
+                 quant_weight: float = 0.0, codebook: str = "bernoulli", seed: int = 0) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.num_classes = sim.check_int(owner, "num_classes", num_classes, 1)
+        self.num_bits = sim.check_int(owner, "num_bits", num_bits, 1)
+        self.scale = sim.check_real(owner, "scale", scale, low=0.0, open_low=True)
+        self.margin = sim.check_real(owner, "margin", margin, low=0.0)
+        self.quant_weight = sim.check_real(owner, "quant_weight", quant_weight, low=0.0)
+        if not sim.is_int(seed):
+            raise ValueError(f"{owner}: seed must be an integer, got {seed!r}")
+        self.codebook_method = codebook
+        self.register_buffer("codebook", make_codebook(self.num_classes, self.num_bits,
+                                                       codebook, int(seed)))
+
+    @classmethod
+    def build(cls, num_classes: int, num_bits: int, *, seed: int = 0,
+              **_ignored) -> "OrthoHashLoss":
+        """Registry builder with the authors' defaults; options of other losses are ignored."""
+        return cls(num_classes, num_bits, seed=seed)
+
+    def extra_repr(self) -> str:
+        return (f"num_classes={self.num_classes}, num_bits={self.num_bits}, scale={self.scale:g}, "
+                f"margin={self.margin:g}, quant_weight={self.quant_weight:g}, "
+                f"codebook={self.codebook_method}")
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Loss of one batch.
+
+        Args:
+            h: (B, K) floating continuous codes (used as they are).
+            y: (B, C) 0/1 labels.
+
+        Returns:
+            A scalar of h's dtype, differentiable w.r.t. h.
+        """
+        labels = sim.check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
+        cos = F.normalize(h, dim=1) @ F.normalize(self.codebook.to(h.dtype), dim=1).T  # (B, C)
+        logits = self.scale * (cos - self.margin * labels)
+        counts = labels.sum(dim=1, keepdim=True)
+        target = labels / counts.clamp(min=1.0)                  # label smoothing; 0 if no label
+        per_sample = -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
+        ce = sim.masked_mean(per_sample, counts.squeeze(1) > 0)
+        quant = (1.0 - F.cosine_similarity(h, sim.binarize(h), dim=1)).mean()
+        self._log(ce=ce, quant=quant)
+        return ce + self.quant_weight * quant
+
+
+register_loss("orthohash", "OrthoHash cosine-margin cross-entropy to a ±1 codebook, label "
+                           "smoothing for multi-label (Hoe et al., NeurIPS 2021)")(
+    OrthoHashLoss.build)

@@ -1,0 +1,160 @@
+"""Tests of hyp2.losses.dpsh.DPSHLoss against a naive loop reference and a hand-computed case."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hyp2.losses import build_loss, loss_names
+from hyp2.losses.dpsh import DPSHLoss
+
+
+# ---------------------------------------------------------------- naive reference
+
+
+def reference(h, y, eta=10.0):
+    """DPSH's in-batch J / (number of ordered pairs), with loops: (pair, quant, loss)."""
+    u, y = h.double().tolist(), y.int().tolist()
+    batch = len(u)
+    count = max(batch * (batch - 1), 1)
+    pair = 0.0
+    for i in range(batch):
+        for j in range(batch):
+            if i != j:
+                theta = 0.5 * sum(a * b for a, b in zip(u[i], u[j]))
+                s = 1.0 if sum(a * b for a, b in zip(y[i], y[j])) > 0 else 0.0
+                pair += math.log1p(math.exp(theta)) - s * theta
+    quant = sum(((1.0 if v >= 0 else -1.0) - v) ** 2 for row in u for v in row)
+    return pair / count, quant / count, (pair + eta * quant) / count
+
+
+def _labels(pattern, batch, classes, g):
+    if pattern == "sparse":
+        return (torch.rand(batch, classes, generator=g) < 0.2).long()
+    if pattern == "dense":
+        return (torch.rand(batch, classes, generator=g) < 0.6).long()
+    if pattern == "single":
+        y = torch.zeros(batch, classes, dtype=torch.long)
+        y[torch.arange(batch), torch.randint(classes, (batch,), generator=g)] = 1
+        return y
+    if pattern == "zero_rows":
+        y = (torch.rand(batch, classes, generator=g) < 0.4).long()
+        y[::3] = 0
+        return y
+    if pattern == "all_zero":
+        return torch.zeros(batch, classes, dtype=torch.long)
+    if pattern == "all_one":
+        return torch.ones(batch, classes, dtype=torch.long)
+    raise AssertionError(pattern)
+
+
+@pytest.mark.parametrize("pattern", ["sparse", "dense", "single", "zero_rows", "all_zero",
+                                     "all_one"])
+@pytest.mark.parametrize("batch", [1, 2, 9])
+@pytest.mark.parametrize("bits", [4, 24])
+def test_matches_reference(pattern, batch, bits):
+    g = torch.Generator().manual_seed(17 * batch + bits)
+    y = _labels(pattern, batch, 5, g)
+    loss = DPSHLoss(5, bits, eta=2.5)
+    for dtype, tol in ((torch.float64, dict(rel=1e-10, abs=1e-12)),
+                       (torch.float32, dict(rel=1e-5, abs=1e-6))):
+        h = torch.randn(batch, bits, generator=g, dtype=torch.float64).to(dtype)
+        pair, quant, total = reference(h, y, 2.5)
+        got = loss(h, y)
+        assert got.dtype == dtype
+        assert got.item() == pytest.approx(total, **tol)
+        assert loss.components["pair"].item() == pytest.approx(pair, **tol)
+        assert loss.components["quant"].item() == pytest.approx(quant, **tol)
+
+
+# ---------------------------------------------------------------- hand-computed case
+
+
+def test_hand_case():
+    # u0 = (1, 2), u1 = (-1, 0.5); no shared label, s = 0.
+    # Θ = ½ (1·(-1) + 2·0.5) = 0, so each of the 2 ordered pairs costs log(1 + e^0) = log 2.
+    # b0 = (1, 1): ‖b0 - u0‖² = 0 + 1 = 1;  b1 = (-1, 1): ‖b1 - u1‖² = 0 + 0.25 = 0.25.
+    # Divided by the B(B-1) = 2 pairs: pair = log 2, quant = 1.25 / 2 = 0.625;
+    # loss = log 2 + 10 · 0.625.
+    loss = DPSHLoss(2, 2)
+    value = loss(torch.tensor([[1.0, 2.0], [-1.0, 0.5]], dtype=torch.float64),
+                 torch.tensor([[1, 0], [0, 1]]))
+    assert loss.components["pair"].item() == pytest.approx(math.log(2), rel=1e-12)
+    assert loss.components["quant"].item() == pytest.approx(0.625, rel=1e-12)
+    assert value.item() == pytest.approx(math.log(2) + 6.25, rel=1e-12)
+
+
+def test_zero_output_binarises_to_plus_one():
+    # b = sign(u) with sign(0) = +1: u = (0, 0) is 1 away from b = (1, 1) in each bit
+    loss = DPSHLoss(1, 2)
+    loss(torch.zeros(1, 2), torch.tensor([[1]]))
+    assert loss.components["quant"].item() == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------- gradients, degenerate batches
+
+
+def test_gradcheck():
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([[1, 0], [1, 1], [0, 1], [0, 0], [1, 0]])
+    assert torch.autograd.gradcheck(lambda x: DPSHLoss(2, 3)(x, y), (h,))
+
+
+@pytest.mark.parametrize("y", [
+    torch.tensor([[1, 0, 0]]),
+    torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1]]),
+    torch.tensor([[1, 1, 0], [1, 0, 0], [1, 0, 1]]),
+    torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0]]),
+], ids=["one", "no-similar", "no-dissimilar", "zero-row"])
+def test_degenerate_batches_are_finite_with_gradients(y):
+    h = torch.randn(len(y), 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    value = DPSHLoss(3, 6)(h, y)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
+
+
+def test_large_outputs_stay_finite():
+    h = torch.full((3, 64), 30.0)
+    h[1] = -30.0
+    value = DPSHLoss(2, 64)(h.requires_grad_(), torch.tensor([[1, 0], [1, 0], [0, 1]]))
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(h.grad).all()
+
+
+# ---------------------------------------------------------------- registry, state, errors
+
+
+def test_registry_builds_with_project_options():
+    assert "dpsh" in loss_names()
+    loss = build_loss("dpsh", num_classes=20, num_bits=48, seed=0, beta=0.5, zeta=0.0)
+    assert type(build_loss("dpsh", 20, 48, rate=0.02, unknown="x")) is type(loss)
+    assert isinstance(loss, DPSHLoss) and loss.eta == 10.0
+    assert loss.param_groups(0.02) == []
+
+
+def test_state_dict_round_trip():
+    a, b = DPSHLoss(3, 4, eta=1.0), DPSHLoss(3, 4, eta=1.0)
+    b.load_state_dict(a.state_dict())
+    h, y = torch.randn(3, 4), torch.tensor([[1, 0, 0], [1, 1, 0], [0, 0, 1]])
+    assert torch.equal(a(h, y), b(h, y))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(num_classes=0), "num_classes"), (dict(num_bits=0), "num_bits"),
+    (dict(eta=-1.0), "eta"), (dict(eta=float("inf")), "eta"), (dict(eta=None), "eta"),
+])
+def test_constructor_rejects(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DPSHLoss(**(dict(num_classes=3, num_bits=4) | kwargs))
+
+
+@pytest.mark.parametrize("h,y,match", [
+    (torch.randn(2, 5), torch.zeros(2, 3), r"\(B, K=4\)"),
+    (torch.randn(2, 4), torch.zeros(3, 3), r"\(B=2, C=3\)"),
+    (torch.randn(2, 4), torch.tensor([[0, 0.5, 0], [1, 0, 0]]), "0/1"),
+])
+def test_forward_rejects(h, y, match):
+    with pytest.raises(ValueError, match=match):
+        DPSHLoss(3, 4)(h, y)

@@ -1,0 +1,230 @@
+"""Tests of hyp2.losses.proxy_anchor.ProxyAnchorLoss: loop reference, hand case, proxies."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from hyp2.losses import build_loss, loss_names
+from hyp2.losses.proxy_anchor import ProxyAnchorLoss
+
+
+# ---------------------------------------------------------------- naive reference
+
+
+def _cos(a, b):
+    return sum(x * y for x, y in zip(a, b)) / (math.sqrt(sum(x * x for x in a))
+                                               * math.sqrt(sum(y * y for y in b)))
+
+
+def reference(h, y, proxies, alpha=32.0, delta=0.1):
+    """Proxy Anchor with loops in Python floats: (pos, neg, loss)."""
+    h, y, proxies = h.double().tolist(), y.int().tolist(), proxies.double().tolist()
+    pos_terms, neg_total = [], 0.0
+    for c, p in enumerate(proxies):
+        positives = [x for x, row in zip(h, y) if row[c]]
+        negatives = [x for x, row in zip(h, y) if not row[c]]
+        if positives:
+            pos_terms.append(math.log(1 + sum(math.exp(-alpha * (_cos(x, p) - delta))
+                                              for x in positives)))
+        neg_total += math.log(1 + sum(math.exp(alpha * (_cos(x, p) + delta)) for x in negatives))
+    pos = sum(pos_terms) / len(pos_terms) if pos_terms else 0.0
+    neg = neg_total / len(proxies)
+    return pos, neg, pos + neg
+
+
+def _labels(pattern, batch, classes, g):
+    if pattern == "sparse":
+        return (torch.rand(batch, classes, generator=g) < 0.2).long()
+    if pattern == "dense":
+        return (torch.rand(batch, classes, generator=g) < 0.6).long()
+    if pattern == "single":
+        y = torch.zeros(batch, classes, dtype=torch.long)
+        y[torch.arange(batch), torch.randint(classes, (batch,), generator=g)] = 1
+        return y
+    if pattern == "zero_rows":
+        y = (torch.rand(batch, classes, generator=g) < 0.4).long()
+        y[::3] = 0
+        return y
+    if pattern == "all_zero":                   # no proxy has a positive
+        return torch.zeros(batch, classes, dtype=torch.long)
+    if pattern == "all_one":                    # no proxy has a negative
+        return torch.ones(batch, classes, dtype=torch.long)
+    raise AssertionError(pattern)
+
+
+@pytest.mark.parametrize("pattern", ["sparse", "dense", "single", "zero_rows", "all_zero",
+                                     "all_one"])
+@pytest.mark.parametrize("batch", [1, 2, 9])
+@pytest.mark.parametrize("bits", [4, 48])
+def test_matches_reference(pattern, batch, bits):
+    g = torch.Generator().manual_seed(29 * batch + bits)
+    y = _labels(pattern, batch, 6, g)
+    loss = ProxyAnchorLoss(6, bits, seed=batch)
+    for dtype, tol in ((torch.float64, dict(rel=1e-10, abs=1e-12)),
+                       (torch.float32, dict(rel=1e-5, abs=1e-5))):
+        h = torch.randn(batch, bits, generator=g, dtype=torch.float64).to(dtype)
+        pos, neg, total = reference(h, y, loss.proxies.detach())
+        got = loss(h, y)
+        assert got.dtype == dtype
+        assert got.item() == pytest.approx(total, **tol)
+        assert loss.components["pos"].item() == pytest.approx(pos, **tol)
+        assert loss.components["neg"].item() == pytest.approx(neg, **tol)
+
+
+def test_matches_reference_with_other_alpha_delta():
+    g = torch.Generator().manual_seed(4)
+    y = _labels("sparse", 7, 5, g)
+    h = torch.randn(7, 6, generator=g, dtype=torch.float64)
+    loss = ProxyAnchorLoss(5, 6, alpha=8.0, delta=0.3, seed=2)
+    expected = reference(h, y, loss.proxies.detach(), 8.0, 0.3)[2]
+    assert loss(h, y).item() == pytest.approx(expected, rel=1e-10)
+
+
+# ---------------------------------------------------------------- hand-computed case
+
+
+def test_hand_case():
+    # K = 2, C = 2, proxies p0 = (1, 0), p1 = (0, 1); α = 1, δ = 0.5.
+    #   x0 = (1, 0), labels {0}:    cos to p0, p1 = 1, 0
+    #   x1 = (0, 2), labels {0, 1}: cos to p0, p1 = 0, 1
+    # P⁺ = {p0, p1}.
+    #   p0: positives x0, x1 -> log(1 + e^{-(1 - .5)} + e^{-(0 - .5)}) = log(1 + e^-.5 + e^.5)
+    #   p1: positive  x1     -> log(1 + e^{-(1 - .5)})                 = log(1 + e^-.5)
+    #   pos = mean of the two
+    #   p0: no negative      -> log 1 = 0
+    #   p1: negative x0      -> log(1 + e^{(0 + .5)})                   = log(1 + e^.5)
+    #   neg = (0 + log(1 + e^.5)) / |P| = / 2
+    loss = ProxyAnchorLoss(2, 2, alpha=1.0, delta=0.5)
+    with torch.no_grad():
+        loss.proxies.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    value = loss(torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64),
+                 torch.tensor([[1, 0], [1, 1]]))
+    e = math.exp(0.5)
+    pos = (math.log(1 + 1 / e + e) + math.log(1 + 1 / e)) / 2
+    neg = math.log(1 + e) / 2
+    assert loss.components["pos"].item() == pytest.approx(pos, rel=1e-7)
+    assert loss.components["neg"].item() == pytest.approx(neg, rel=1e-7)
+    assert value.item() == pytest.approx(pos + neg, rel=1e-7)
+
+
+# ---------------------------------------------------------------- gradients, degenerate batches
+
+
+def test_gradcheck_h_and_proxies():
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0]])   # class 2: no pos
+    loss = ProxyAnchorLoss(3, 4, alpha=4.0, seed=3).double()
+    proxies = loss.proxies.detach().clone().requires_grad_()
+
+    def f(h, p):
+        return functional_call(loss, {"proxies": p}, (h, y))
+
+    assert torch.autograd.gradcheck(f, (h, proxies))
+
+
+@pytest.mark.parametrize("y", [
+    torch.tensor([[1, 0, 0]]),
+    torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1]]),
+    torch.tensor([[1, 1, 0], [1, 0, 0], [1, 0, 1]]),
+    torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0]]),
+    torch.zeros(3, 3, dtype=torch.long),
+    torch.ones(3, 3, dtype=torch.long),
+], ids=["one", "no-similar", "no-dissimilar", "zero-row", "all-zero", "all-one"])
+def test_degenerate_batches_are_finite_with_gradients(y):
+    h = torch.randn(len(y), 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    loss = ProxyAnchorLoss(3, 6)
+    value = loss(h, y)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
+    assert torch.isfinite(loss.proxies.grad).all() and loss.proxies.grad.abs().sum() > 0
+
+
+def test_large_alpha_does_not_overflow():
+    # exp(α (cos + δ)) would overflow float32 for α = 1000; the log-sum-exp does not
+    h = torch.randn(4, 8, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    loss = ProxyAnchorLoss(3, 8, alpha=1000.0)
+    value = loss(h, torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]]))
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(h.grad).all()
+
+
+def test_zero_output_is_finite():
+    h = torch.zeros(2, 4, requires_grad=True)
+    value = ProxyAnchorLoss(2, 4)(h, torch.tensor([[1, 0], [0, 1]]))
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(h.grad).all()
+
+
+# ---------------------------------------------------------------- proxies and optimiser groups
+
+
+def test_proxies_reproducible_kaiming_and_global_rng_untouched():
+    state = torch.get_rng_state()
+    a = ProxyAnchorLoss(20, 48, seed=5).proxies
+    b = ProxyAnchorLoss(20, 48, seed=5).proxies
+    c = ProxyAnchorLoss(20, 48, seed=6).proxies
+    assert torch.equal(torch.get_rng_state(), state)
+    assert isinstance(a, torch.nn.Parameter) and a.requires_grad and a.shape == (20, 48)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    # Kaiming normal, mode fan_out: fan_out of a (C, K) tensor is C, std = √(2 / C)
+    big = ProxyAnchorLoss(200, 256, seed=0).proxies.detach()
+    assert big.mean().item() == pytest.approx(0.0, abs=0.01)
+    assert big.std().item() == pytest.approx(math.sqrt(2 / 200), rel=0.03)
+
+
+def test_state_dict_round_trip():
+    a, b = ProxyAnchorLoss(5, 8, seed=1), ProxyAnchorLoss(5, 8, seed=2)
+    assert set(a.state_dict()) == {"proxies"}
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.proxies, b.proxies)
+    g = torch.Generator().manual_seed(0)
+    h, y = torch.randn(4, 8, generator=g), _labels("dense", 4, 5, g)
+    assert torch.equal(a(h, y), b(h, y))
+
+
+def test_param_groups():
+    loss = ProxyAnchorLoss(5, 8)
+    (group,) = loss.param_groups(0.02)                          # the shared proxies' rate
+    assert group["lr"] == 0.02 and group["params"] == [loss.proxies]
+    assert group["name"] == "proxy_anchor"
+    (group,) = loss.param_groups(0.02, net_lr=1e-4)             # the paper's 100 × network lr
+    assert group["lr"] == pytest.approx(1e-2)
+    (group,) = ProxyAnchorLoss(5, 8, proxy_lr_multiplier=10.0).param_groups(0.02, net_lr=1e-3)
+    assert group["lr"] == pytest.approx(1e-2)
+    loss.proxies.requires_grad_(False)
+    assert loss.param_groups(0.02) == []
+
+
+# ---------------------------------------------------------------- registry, errors
+
+
+def test_registry_builds_with_project_options():
+    assert "proxy_anchor" in loss_names()
+    loss = build_loss("proxy_anchor", num_classes=20, num_bits=48, seed=3, beta=0.5, zeta=0.0)
+    assert type(build_loss("proxy_anchor", 20, 48, rate=0.02, unknown="x")) is type(loss)
+    assert isinstance(loss, ProxyAnchorLoss) and (loss.alpha, loss.delta) == (32.0, 0.1)
+    assert torch.equal(loss.proxies, ProxyAnchorLoss(20, 48, seed=3).proxies)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(num_classes=0), "num_classes"), (dict(num_bits=0), "num_bits"),
+    (dict(alpha=0.0), "alpha"), (dict(alpha=float("nan")), "alpha"), (dict(delta=-0.1), "delta"),
+    (dict(seed="1"), "seed"), (dict(proxy_lr_multiplier=0.0), "proxy_lr_multiplier"),
+])
+def test_constructor_rejects(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ProxyAnchorLoss(**(dict(num_classes=3, num_bits=4) | kwargs))
+
+
+@pytest.mark.parametrize("h,y,match", [
+    (torch.randn(2, 5), torch.zeros(2, 3), r"\(B, K=4\)"),
+    (torch.randn(2, 4), torch.zeros(2, 4), r"\(B=2, C=3\)"),
+    (torch.randn(2, 4), torch.tensor([[0, 2, 0], [1, 0, 0]]), "0/1"),
+])
+def test_forward_rejects(h, y, match):
+    with pytest.raises(ValueError, match=match):
+        ProxyAnchorLoss(3, 4)(h, y)
