@@ -231,6 +231,9 @@ def _restore(path, config, data, model, loss_fn, optimizer, scheduler, generator
 
 def run_test(config: Config) -> float:
     files = RunFiles(config.result_dir, config.run_name)
+    for flag, wanted in (("--plots", config.plots), ("--export_codes", config.export_codes)):
+        if wanted and not config.save:
+            raise UserError(f"{flag} writes files beside the checkpoint; drop --no_save")
     device = torch.device(config.device)
     ckpt = load_checkpoint(files.checkpoint, map_location="cpu")
     meta = ckpt.get("meta", {})
@@ -262,6 +265,18 @@ def run_test(config: Config) -> float:
     rec.set("test", results)
     rec.log(f"test: map@{topk} {results['map']:.4f}, precision within radius 2 "
             f"{results['precision_radius2']:.4f} (checkpoint from epoch {meta.get('epoch')})")
+    if config.export_codes:
+        from .search import export_codes
+        written = export_codes(files.path("_codes.npz"), database[0], database[1], data.database.ids,
+                               config.hash_bit, list(data.classes), {**meta, "topk": topk})
+        rec.log("exported database codes: " + ", ".join(str(p) for p in written))
+    if config.plots:
+        from .plots import plot_run
+        notes: list[str] = []
+        written = plot_run(files.json, config.result_dir, seed=config.seed, notes=notes)
+        for note in notes:
+            rec.log(f"plots: {note}")
+        rec.log(f"plots: wrote {len(written)} files to {config.result_dir}")
     print(f"map: {results['map']}")
     return results["map"]
 
