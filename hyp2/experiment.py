@@ -10,7 +10,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, Subset
 
-from . import codetable
 from .config import Config
 from .data import DataOptions, RetrievalData, build_dataset
 from .data._cache import maybe_cache
@@ -58,18 +57,13 @@ def protocol_topk(config: Config, data: RetrievalData) -> int:
     return min(k, len(data.database))
 
 
-def resolve_zeta(config: Config, num_classes: int) -> float:
-    if config.zeta is not None:
-        return config.zeta
-    try:
-        return codetable.zeta(config.hash_bit, num_classes)
-    except ValueError as e:
-        raise UserError(f"--hash_bit {config.hash_bit} with {num_classes} classes: {e}") from None
-
-
 def make_loss(config: Config, num_classes: int) -> HashLoss:
-    return build_loss(config.loss, num_classes, config.hash_bit, seed=config.seed, beta=config.beta,
-                      zeta=resolve_zeta(config, num_classes))
+    """The ``--loss`` for C classes and K bits; HyP² takes ζ from the code table unless ``--zeta``."""
+    try:
+        return build_loss(config.loss, num_classes, config.hash_bit, seed=config.seed, beta=config.beta,
+                          zeta=config.zeta)
+    except ValueError as e:
+        raise UserError(f"--hash_bit {config.hash_bit} with {num_classes} classes (--loss {config.loss}): {e}") from None
 
 
 def header(config: Config, data: RetrievalData, topk: int) -> dict[str, Any]:

@@ -110,13 +110,6 @@ class RunRecorder:
             with open(self.files.log, "a", encoding="utf-8") as fh:
                 fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
-    def add_evaluation(self, entry: dict[str, Any]) -> None:
-        self.data["history"].append(entry)
-        best = self.data["best"]
-        if best is None or entry["map"] > best["map"]:
-            self.data["best"] = {"epoch": entry["epoch"], "map": entry["map"]}
-        self.write()
-
     def set(self, key: str, value: Any) -> None:
         self.data[key] = value
         self.write()
