@@ -6,8 +6,15 @@ import math
 import pytest
 import torch
 
-from hyp2.losses import build_loss, loss_names
+from hyp2.losses import build_loss
 from hyp2.losses.csq import CSQLoss, hash_centres
+
+from .conftest import (
+    ALL_ZERO, DEGENERATE_BATCHES, GRAD_LABELS_3, PATTERNS, assert_constructor_rejects,
+    assert_finite_gradients, assert_forward_rejects, assert_gradcheck, assert_matches,
+    assert_state_round_trip, built_by_registry, degenerate_outputs, dense_batch, dtype_rounds,
+    pattern_labels,
+)
 
 
 # ---------------------------------------------------------------- naive reference
@@ -46,43 +53,17 @@ def reference(h, y, centres, tie_break, quant_weight=1e-4):
     return central, quant, central + quant_weight * quant
 
 
-def _labels(pattern, batch, classes, g):
-    if pattern == "sparse":
-        return (torch.rand(batch, classes, generator=g) < 0.3).long()
-    if pattern == "dense":
-        return (torch.rand(batch, classes, generator=g) < 0.6).long()
-    if pattern == "single":
-        y = torch.zeros(batch, classes, dtype=torch.long)
-        y[torch.arange(batch), torch.randint(classes, (batch,), generator=g)] = 1
-        return y
-    if pattern == "zero_rows":
-        y = (torch.rand(batch, classes, generator=g) < 0.4).long()
-        y[::3] = 0
-        return y
-    if pattern == "all_zero":
-        return torch.zeros(batch, classes, dtype=torch.long)
-    if pattern == "all_one":
-        return torch.ones(batch, classes, dtype=torch.long)
-    raise AssertionError(pattern)
-
-
-@pytest.mark.parametrize("pattern", ["sparse", "dense", "single", "zero_rows", "all_zero",
-                                     "all_one"])
+@pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("batch", [1, 2, 9])
 @pytest.mark.parametrize("classes,bits", [(6, 8), (6, 12), (12, 8)])   # hadamard, bernoulli, ±H
 def test_matches_reference(pattern, batch, classes, bits):
     g = torch.Generator().manual_seed(23 * batch + bits + classes)
-    y = _labels(pattern, batch, classes, g)
+    y = pattern_labels(pattern, batch, classes, g, sparse=0.3)
     loss = CSQLoss(classes, bits, quant_weight=0.5, seed=batch)
-    for dtype, tol in ((torch.float64, dict(rel=1e-10, abs=1e-12)),
-                       (torch.float32, dict(rel=1e-5, abs=1e-6))):
+    for dtype, tol in dtype_rounds():
         h = (1.5 * torch.randn(batch, bits, generator=g, dtype=torch.float64)).to(dtype)
         central, quant, total = reference(h, y, loss.centres, loss.tie_break, 0.5)
-        got = loss(h, y)
-        assert got.dtype == dtype
-        assert got.item() == pytest.approx(total, **tol)
-        assert loss.components["central"].item() == pytest.approx(central, **tol)
-        assert loss.components["quant"].item() == pytest.approx(quant, **tol)
+        assert_matches(loss(h, y), loss, dtype, tol, total, central=central, quant=quant)
 
 
 # ---------------------------------------------------------------- hash centres
@@ -141,11 +122,8 @@ def test_centres_and_tie_break_are_buffers_reproducible_from_seed():
 
 def test_state_dict_round_trip_restores_centres():
     a, b = CSQLoss(20, 48, seed=1), CSQLoss(20, 48, seed=9)
-    b.load_state_dict(a.state_dict())
+    assert_state_round_trip(a, b, *dense_batch(5, 48, 20))
     assert torch.equal(a.centres, b.centres) and torch.equal(a.tie_break, b.tie_break)
-    g = torch.Generator().manual_seed(0)
-    h, y = torch.randn(5, 48, generator=g), _labels("dense", 5, 20, g)
-    assert torch.equal(a(h, y), b(h, y))
 
 
 # ---------------------------------------------------------------- multi-label centres
@@ -188,33 +166,20 @@ def test_hand_case():
 
 
 def test_gradcheck():
-    g = torch.Generator().manual_seed(1)
-    h = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
-    y = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 1], [0, 0, 0], [1, 0, 1]])
-    loss = CSQLoss(3, 4, quant_weight=0.3).double()
-    assert torch.autograd.gradcheck(lambda x: loss(x, y), (h,))
+    assert_gradcheck(CSQLoss(3, 4, quant_weight=0.3).double(), GRAD_LABELS_3, bits=4)
 
 
-@pytest.mark.parametrize("y", [
-    torch.tensor([[1, 0, 0]]),
-    torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1]]),
-    torch.tensor([[1, 1, 0], [1, 0, 0], [1, 0, 1]]),
-    torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0]]),
-    torch.zeros(3, 3, dtype=torch.long),
-], ids=["one", "no-similar", "no-dissimilar", "zero-row", "all-zero"])
+@pytest.mark.parametrize("y", DEGENERATE_BATCHES + [ALL_ZERO])
 def test_degenerate_batches_are_finite_with_gradients(y):
-    h = torch.randn(len(y), 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
-    value = CSQLoss(3, 6)(h, y)
-    value.backward()
-    assert torch.isfinite(value) and torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
+    h = degenerate_outputs(len(y))
+    assert_finite_gradients(CSQLoss(3, 6)(h, y), h)
 
 
 def test_saturated_outputs_stay_finite():
     # tanh(±60) is ±1 in floating point: BCE on probabilities would take log 0
     h = torch.tensor([[60.0, -60.0], [-60.0, 60.0]], requires_grad=True)
     value = CSQLoss(2, 2)(h, torch.tensor([[1, 0], [0, 1]]))
-    value.backward()
-    assert torch.isfinite(value) and torch.isfinite(h.grad).all()
+    assert_finite_gradients(value, h, nonzero=False)
     assert value.item() > 30                                    # one bit is badly wrong
 
 
@@ -222,10 +187,8 @@ def test_saturated_outputs_stay_finite():
 
 
 def test_registry_builds_with_project_options():
-    assert "csq" in loss_names()
-    loss = build_loss("csq", num_classes=20, num_bits=48, seed=0, beta=0.5, zeta=0.0)
-    assert type(build_loss("csq", 20, 48, rate=0.02, unknown="x")) is type(loss)
-    assert isinstance(loss, CSQLoss) and loss.quant_weight == 1e-4
+    loss = built_by_registry("csq", CSQLoss)
+    assert loss.quant_weight == 1e-4
     assert loss.centre_method == "bernoulli"
     assert torch.equal(loss.centres, CSQLoss(20, 48, seed=0).centres)
     assert build_loss("csq", num_classes=20, num_bits=32).centre_method == "hadamard"
@@ -237,8 +200,7 @@ def test_registry_builds_with_project_options():
     (dict(seed=None), "seed"),
 ])
 def test_constructor_rejects(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        CSQLoss(**(dict(num_classes=3, num_bits=4) | kwargs))
+    assert_constructor_rejects(CSQLoss, kwargs, match)
 
 
 @pytest.mark.parametrize("h,y,match", [
@@ -247,5 +209,4 @@ def test_constructor_rejects(kwargs, match):
     (torch.randn(2, 4), torch.tensor([[0, 2, 0], [1, 0, 0]]), "0/1"),
 ])
 def test_forward_rejects(h, y, match):
-    with pytest.raises(ValueError, match=match):
-        CSQLoss(3, 4)(h, y)
+    assert_forward_rejects(CSQLoss(3, 4), h, y, match)

@@ -6,8 +6,13 @@ import math
 import pytest
 import torch
 
-from hyp2.losses import build_loss, loss_names
 from hyp2.losses.dhn import DHNLoss
+
+from .conftest import (
+    DEGENERATE_BATCHES, GRAD_LABELS_2, PATTERNS, assert_constructor_rejects,
+    assert_finite_gradients, assert_forward_rejects, assert_gradcheck, assert_matches,
+    assert_state_round_trip, built_by_registry, degenerate_outputs, dtype_rounds, pattern_labels,
+)
 
 
 # ---------------------------------------------------------------- naive reference
@@ -30,51 +35,23 @@ def reference(h, y, quant_weight=0.1):
     return pair, quant, pair + quant_weight * quant
 
 
-def _labels(pattern, batch, classes, g):
-    if pattern == "sparse":
-        return (torch.rand(batch, classes, generator=g) < 0.2).long()
-    if pattern == "dense":
-        return (torch.rand(batch, classes, generator=g) < 0.6).long()
-    if pattern == "single":             # one label each: only same-class pairs are similar
-        y = torch.zeros(batch, classes, dtype=torch.long)
-        y[torch.arange(batch), torch.randint(classes, (batch,), generator=g)] = 1
-        return y
-    if pattern == "zero_rows":          # every third sample has no label
-        y = (torch.rand(batch, classes, generator=g) < 0.4).long()
-        y[::3] = 0
-        return y
-    if pattern == "all_zero":           # no similar pair at all
-        return torch.zeros(batch, classes, dtype=torch.long)
-    if pattern == "all_one":            # no dissimilar pair at all
-        return torch.ones(batch, classes, dtype=torch.long)
-    raise AssertionError(pattern)
-
-
-PATTERNS = ["sparse", "dense", "single", "zero_rows", "all_zero", "all_one"]
-
-
 @pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("batch", [1, 2, 9])
 @pytest.mark.parametrize("bits", [4, 48])
 def test_matches_reference(pattern, batch, bits):
     g = torch.Generator().manual_seed(31 * batch + bits)
-    y = _labels(pattern, batch, 5, g)
+    y = pattern_labels(pattern, batch, 5, g)
     loss = DHNLoss(5, bits, quant_weight=0.3)
-    for dtype, tol in ((torch.float64, dict(rel=1e-10, abs=1e-12)),
-                       (torch.float32, dict(rel=1e-5, abs=1e-6))):
+    for dtype, tol in dtype_rounds():
         h = (2.0 * torch.randn(batch, bits, generator=g, dtype=torch.float64)).to(dtype)
         pair, quant, total = reference(h, y, 0.3)
-        got = loss(h, y)
-        assert got.dtype == dtype
-        assert got.item() == pytest.approx(total, **tol)
-        assert loss.components["pair"].item() == pytest.approx(pair, **tol)
-        assert loss.components["quant"].item() == pytest.approx(quant, **tol)
+        assert_matches(loss(h, y), loss, dtype, tol, total, pair=pair, quant=quant)
 
 
 def test_reference_cases_have_both_kinds_of_pair():
     # guard: the "sparse" random case really mixes similar and dissimilar pairs
     g = torch.Generator().manual_seed(0)
-    y = _labels("sparse", 9, 5, g)
+    y = pattern_labels("sparse", 9, 5, g)
     share = (y @ y.T > 0) & ~torch.eye(9, dtype=torch.bool)
     assert share.any() and (~share & ~torch.eye(9, dtype=torch.bool)).any()
 
@@ -107,23 +84,13 @@ def test_hand_case():
 
 
 def test_gradcheck():
-    g = torch.Generator().manual_seed(1)
-    h = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    y = torch.tensor([[1, 0], [1, 1], [0, 1], [0, 0], [1, 0]])
-    assert torch.autograd.gradcheck(lambda x: DHNLoss(2, 3)(x, y), (h,))
+    assert_gradcheck(DHNLoss(2, 3), GRAD_LABELS_2, bits=3)
 
 
-@pytest.mark.parametrize("y", [
-    torch.tensor([[1, 0, 0]]),                                  # batch of one: no pair
-    torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1]]),            # no similar pair
-    torch.tensor([[1, 1, 0], [1, 0, 0], [1, 0, 1]]),            # no dissimilar pair
-    torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0]]),            # a sample without labels
-], ids=["one", "no-similar", "no-dissimilar", "zero-row"])
+@pytest.mark.parametrize("y", DEGENERATE_BATCHES)
 def test_degenerate_batches_are_finite_with_gradients(y):
-    h = torch.randn(len(y), 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
-    value = DHNLoss(3, 6)(h, y)
-    value.backward()
-    assert torch.isfinite(value) and torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
+    h = degenerate_outputs(len(y))
+    assert_finite_gradients(DHNLoss(3, 6)(h, y), h)
 
 
 def test_batch_of_one_is_quantization_only():
@@ -145,18 +112,13 @@ def test_saturated_outputs_stay_finite():
 
 
 def test_registry_builds_with_project_options():
-    assert "dhn" in loss_names()
-    loss = build_loss("dhn", num_classes=20, num_bits=48, seed=0, beta=0.5, zeta=0.0)
-    assert type(build_loss("dhn", 20, 48, rate=0.02, unknown="x")) is type(loss)
-    assert isinstance(loss, DHNLoss) and loss.quant_weight == 0.1
+    loss = built_by_registry("dhn", DHNLoss)
+    assert loss.quant_weight == 0.1
     assert loss.param_groups(0.02) == []                        # nothing learnable
 
 
 def test_state_dict_round_trip():
-    a, b = DHNLoss(3, 4), DHNLoss(3, 4)
-    b.load_state_dict(a.state_dict())
-    h, y = torch.randn(3, 4), torch.tensor([[1, 0, 0], [1, 1, 0], [0, 0, 1]])
-    assert torch.equal(a(h, y), b(h, y))
+    assert_state_round_trip(DHNLoss(3, 4), DHNLoss(3, 4))
 
 
 @pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int32, torch.float16,
@@ -181,8 +143,7 @@ def test_inputs_not_mutated():
     (dict(quant_weight=float("nan")), "quant_weight"), (dict(quant_weight="0.1"), "quant_weight"),
 ])
 def test_constructor_rejects(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        DHNLoss(**(dict(num_classes=3, num_bits=4) | kwargs))
+    assert_constructor_rejects(DHNLoss, kwargs, match)
 
 
 @pytest.mark.parametrize("h,y,match", [
@@ -193,5 +154,4 @@ def test_constructor_rejects(kwargs, match):
     (torch.randn(2, 4), torch.tensor([[0, 2, 0], [1, 0, 0]]), "0/1"),
 ])
 def test_forward_rejects(h, y, match):
-    with pytest.raises(ValueError, match=match):
-        DHNLoss(3, 4)(h, y)
+    assert_forward_rejects(DHNLoss(3, 4), h, y, match)

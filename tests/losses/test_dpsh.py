@@ -6,8 +6,13 @@ import math
 import pytest
 import torch
 
-from hyp2.losses import build_loss, loss_names
 from hyp2.losses.dpsh import DPSHLoss
+
+from .conftest import (
+    DEGENERATE_BATCHES, GRAD_LABELS_2, PATTERNS, assert_constructor_rejects,
+    assert_finite_gradients, assert_forward_rejects, assert_gradcheck, assert_matches,
+    assert_state_round_trip, built_by_registry, degenerate_outputs, dtype_rounds, pattern_labels,
+)
 
 
 # ---------------------------------------------------------------- naive reference
@@ -29,43 +34,17 @@ def reference(h, y, eta=10.0):
     return pair / count, quant / count, (pair + eta * quant) / count
 
 
-def _labels(pattern, batch, classes, g):
-    if pattern == "sparse":
-        return (torch.rand(batch, classes, generator=g) < 0.2).long()
-    if pattern == "dense":
-        return (torch.rand(batch, classes, generator=g) < 0.6).long()
-    if pattern == "single":
-        y = torch.zeros(batch, classes, dtype=torch.long)
-        y[torch.arange(batch), torch.randint(classes, (batch,), generator=g)] = 1
-        return y
-    if pattern == "zero_rows":
-        y = (torch.rand(batch, classes, generator=g) < 0.4).long()
-        y[::3] = 0
-        return y
-    if pattern == "all_zero":
-        return torch.zeros(batch, classes, dtype=torch.long)
-    if pattern == "all_one":
-        return torch.ones(batch, classes, dtype=torch.long)
-    raise AssertionError(pattern)
-
-
-@pytest.mark.parametrize("pattern", ["sparse", "dense", "single", "zero_rows", "all_zero",
-                                     "all_one"])
+@pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("batch", [1, 2, 9])
 @pytest.mark.parametrize("bits", [4, 24])
 def test_matches_reference(pattern, batch, bits):
     g = torch.Generator().manual_seed(17 * batch + bits)
-    y = _labels(pattern, batch, 5, g)
+    y = pattern_labels(pattern, batch, 5, g)
     loss = DPSHLoss(5, bits, eta=2.5)
-    for dtype, tol in ((torch.float64, dict(rel=1e-10, abs=1e-12)),
-                       (torch.float32, dict(rel=1e-5, abs=1e-6))):
+    for dtype, tol in dtype_rounds():
         h = torch.randn(batch, bits, generator=g, dtype=torch.float64).to(dtype)
         pair, quant, total = reference(h, y, 2.5)
-        got = loss(h, y)
-        assert got.dtype == dtype
-        assert got.item() == pytest.approx(total, **tol)
-        assert loss.components["pair"].item() == pytest.approx(pair, **tol)
-        assert loss.components["quant"].item() == pytest.approx(quant, **tol)
+        assert_matches(loss(h, y), loss, dtype, tol, total, pair=pair, quant=quant)
 
 
 # ---------------------------------------------------------------- hand-computed case
@@ -96,49 +75,33 @@ def test_zero_output_binarises_to_plus_one():
 
 
 def test_gradcheck():
-    g = torch.Generator().manual_seed(1)
-    h = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    y = torch.tensor([[1, 0], [1, 1], [0, 1], [0, 0], [1, 0]])
-    assert torch.autograd.gradcheck(lambda x: DPSHLoss(2, 3)(x, y), (h,))
+    assert_gradcheck(DPSHLoss(2, 3), GRAD_LABELS_2, bits=3)
 
 
-@pytest.mark.parametrize("y", [
-    torch.tensor([[1, 0, 0]]),
-    torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1]]),
-    torch.tensor([[1, 1, 0], [1, 0, 0], [1, 0, 1]]),
-    torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0]]),
-], ids=["one", "no-similar", "no-dissimilar", "zero-row"])
+@pytest.mark.parametrize("y", DEGENERATE_BATCHES)
 def test_degenerate_batches_are_finite_with_gradients(y):
-    h = torch.randn(len(y), 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
-    value = DPSHLoss(3, 6)(h, y)
-    value.backward()
-    assert torch.isfinite(value) and torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
+    h = degenerate_outputs(len(y))
+    assert_finite_gradients(DPSHLoss(3, 6)(h, y), h)
 
 
 def test_large_outputs_stay_finite():
     h = torch.full((3, 64), 30.0)
     h[1] = -30.0
     value = DPSHLoss(2, 64)(h.requires_grad_(), torch.tensor([[1, 0], [1, 0], [0, 1]]))
-    value.backward()
-    assert torch.isfinite(value) and torch.isfinite(h.grad).all()
+    assert_finite_gradients(value, h, nonzero=False)
 
 
 # ---------------------------------------------------------------- registry, state, errors
 
 
 def test_registry_builds_with_project_options():
-    assert "dpsh" in loss_names()
-    loss = build_loss("dpsh", num_classes=20, num_bits=48, seed=0, beta=0.5, zeta=0.0)
-    assert type(build_loss("dpsh", 20, 48, rate=0.02, unknown="x")) is type(loss)
-    assert isinstance(loss, DPSHLoss) and loss.eta == 10.0
+    loss = built_by_registry("dpsh", DPSHLoss)
+    assert loss.eta == 10.0
     assert loss.param_groups(0.02) == []
 
 
 def test_state_dict_round_trip():
-    a, b = DPSHLoss(3, 4, eta=1.0), DPSHLoss(3, 4, eta=1.0)
-    b.load_state_dict(a.state_dict())
-    h, y = torch.randn(3, 4), torch.tensor([[1, 0, 0], [1, 1, 0], [0, 0, 1]])
-    assert torch.equal(a(h, y), b(h, y))
+    assert_state_round_trip(DPSHLoss(3, 4, eta=1.0), DPSHLoss(3, 4, eta=1.0))
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -146,8 +109,7 @@ def test_state_dict_round_trip():
     (dict(eta=-1.0), "eta"), (dict(eta=float("inf")), "eta"), (dict(eta=None), "eta"),
 ])
 def test_constructor_rejects(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        DPSHLoss(**(dict(num_classes=3, num_bits=4) | kwargs))
+    assert_constructor_rejects(DPSHLoss, kwargs, match)
 
 
 @pytest.mark.parametrize("h,y,match", [
@@ -156,5 +118,4 @@ def test_constructor_rejects(kwargs, match):
     (torch.randn(2, 4), torch.tensor([[0, 0.5, 0], [1, 0, 0]]), "0/1"),
 ])
 def test_forward_rejects(h, y, match):
-    with pytest.raises(ValueError, match=match):
-        DPSHLoss(3, 4)(h, y)
+    assert_forward_rejects(DPSHLoss(3, 4), h, y, match)

@@ -6,8 +6,13 @@ import math
 import pytest
 import torch
 
-from hyp2.losses import build_loss, loss_names
 from hyp2.losses.hashnet import HashNetLoss
+
+from .conftest import (
+    DEGENERATE_BATCHES, GRAD_LABELS_2, PATTERNS, assert_constructor_rejects,
+    assert_finite_gradients, assert_forward_rejects, assert_gradcheck, assert_matches,
+    built_by_registry, degenerate_outputs, dtype_rounds, pattern_labels,
+)
 
 
 # ---------------------------------------------------------------- naive reference
@@ -41,49 +46,24 @@ def reference(h, y, alpha, beta, jaccard=False):
     return similar, dissimilar, (weighted / total if total else 0.0)
 
 
-def _labels(pattern, batch, classes, g):
-    if pattern == "sparse":
-        return (torch.rand(batch, classes, generator=g) < 0.2).long()
-    if pattern == "dense":
-        return (torch.rand(batch, classes, generator=g) < 0.6).long()
-    if pattern == "single":
-        y = torch.zeros(batch, classes, dtype=torch.long)
-        y[torch.arange(batch), torch.randint(classes, (batch,), generator=g)] = 1
-        return y
-    if pattern == "zero_rows":
-        y = (torch.rand(batch, classes, generator=g) < 0.4).long()
-        y[::3] = 0
-        return y
-    if pattern == "all_zero":
-        return torch.zeros(batch, classes, dtype=torch.long)
-    if pattern == "all_one":
-        return torch.ones(batch, classes, dtype=torch.long)
-    raise AssertionError(pattern)
-
-
-@pytest.mark.parametrize("pattern", ["sparse", "dense", "single", "zero_rows", "all_zero",
-                                     "all_one"])
+@pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("batch", [1, 2, 9])
 @pytest.mark.parametrize("jaccard", [False, True])
 def test_matches_reference(pattern, batch, jaccard):
     bits = 12
     g = torch.Generator().manual_seed(13 * batch + jaccard)
-    y = _labels(pattern, batch, 5, g)
+    y = pattern_labels(pattern, batch, 5, g)
     loss = HashNetLoss(5, bits, jaccard=jaccard).eval()        # eval: β stays at β0 = 1
-    for dtype, tol in ((torch.float64, dict(rel=1e-10, abs=1e-12)),
-                       (torch.float32, dict(rel=1e-5, abs=1e-6))):
+    for dtype, tol in dtype_rounds():
         h = torch.randn(batch, bits, generator=g, dtype=torch.float64).to(dtype)
         similar, dissimilar, total = reference(h, y, 10.0 / bits, 1.0, jaccard)
-        got = loss(h, y)
-        assert got.dtype == dtype
-        assert got.item() == pytest.approx(total, **tol)
-        assert loss.components["similar"].item() == pytest.approx(similar, **tol)
-        assert loss.components["dissimilar"].item() == pytest.approx(dissimilar, **tol)
+        assert_matches(loss(h, y), loss, dtype, tol, total, similar=similar,
+                       dissimilar=dissimilar)
 
 
 def test_matches_reference_with_other_beta_and_alpha():
     g = torch.Generator().manual_seed(5)
-    y = _labels("sparse", 8, 4, g)
+    y = pattern_labels("sparse", 8, 4, g)
     h = torch.randn(8, 6, generator=g, dtype=torch.float64)
     loss = HashNetLoss(4, 6, alpha=0.7, beta_init=2.5).eval()
     assert loss(h, y).item() == pytest.approx(reference(h, y, 0.7, 2.5)[2], rel=1e-10)
@@ -148,7 +128,8 @@ def test_step_advances_in_training_mode_only():
 
 def test_forward_uses_the_scheduled_beta():
     g = torch.Generator().manual_seed(9)
-    h, y = torch.randn(6, 4, generator=g, dtype=torch.float64), _labels("sparse", 6, 3, g)
+    h = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    y = pattern_labels("sparse", 6, 3, g)
     loss = HashNetLoss(3, 4)
     loss.step.fill_(399)
     value = loss(h, y)                                          # step 400: β = √3
@@ -170,24 +151,14 @@ def test_state_dict_round_trip_keeps_the_schedule():
 
 
 def test_gradcheck():
-    g = torch.Generator().manual_seed(1)
-    h = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    y = torch.tensor([[1, 0], [1, 1], [0, 1], [0, 0], [1, 0]])
-    loss = HashNetLoss(2, 3, jaccard=True).eval()
-    assert torch.autograd.gradcheck(lambda x: loss(x, y), (h,))
+    assert_gradcheck(HashNetLoss(2, 3, jaccard=True).eval(), GRAD_LABELS_2, bits=3)
 
 
-@pytest.mark.parametrize("y", [
-    torch.tensor([[1, 0, 0]]),
-    torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1]]),
-    torch.tensor([[1, 1, 0], [1, 0, 0], [1, 0, 1]]),
-    torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0]]),
-], ids=["one", "no-similar", "no-dissimilar", "zero-row"])
+@pytest.mark.parametrize("y", DEGENERATE_BATCHES)
 def test_degenerate_batches_are_finite(y):
-    h = torch.randn(len(y), 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    h = degenerate_outputs(len(y))
     value = HashNetLoss(3, 6)(h, y)
-    value.backward()
-    assert torch.isfinite(value) and torch.isfinite(h.grad).all()
+    assert_finite_gradients(value, h, nonzero=False)
     if len(y) > 1:
         assert h.grad.abs().sum() > 0
     else:
@@ -198,10 +169,7 @@ def test_degenerate_batches_are_finite(y):
 
 
 def test_registry_ignores_hyp2_beta():
-    assert "hashnet" in loss_names()
-    loss = build_loss("hashnet", num_classes=20, num_bits=48, seed=0, beta=0.5, zeta=0.0)
-    assert type(build_loss("hashnet", 20, 48, rate=0.02, unknown="x")) is type(loss)
-    assert isinstance(loss, HashNetLoss)
+    loss = built_by_registry("hashnet", HashNetLoss)
     assert loss.alpha == pytest.approx(10 / 48) and loss.beta == 1.0 and not loss.jaccard
     assert loss.param_groups(0.02) == []
 
@@ -214,8 +182,7 @@ def test_registry_ignores_hyp2_beta():
     (dict(jaccard=1), "jaccard"),
 ])
 def test_constructor_rejects(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        HashNetLoss(**(dict(num_classes=3, num_bits=4) | kwargs))
+    assert_constructor_rejects(HashNetLoss, kwargs, match)
 
 
 @pytest.mark.parametrize("h,y,match", [
@@ -225,6 +192,5 @@ def test_constructor_rejects(kwargs, match):
 ])
 def test_forward_rejects(h, y, match):
     loss = HashNetLoss(3, 4)
-    with pytest.raises(ValueError, match=match):
-        loss(h, y)
+    assert_forward_rejects(loss, h, y, match)
     assert int(loss.step) == 0                                  # a rejected batch is no step

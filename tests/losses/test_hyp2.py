@@ -9,6 +9,8 @@ from torch.func import functional_call
 
 from hyp2.losses import HyP2Loss, build_loss, loss_names
 
+from .conftest import pattern_labels
+
 
 # ---------------------------------------------------------------- naive reference
 
@@ -47,37 +49,6 @@ def reference(h, y, proxies, zeta, beta):
     return parts + (parts[0] + parts[1] + beta * parts[2],)
 
 
-def _labels(pattern: str, batch: int, classes: int, g: torch.Generator) -> torch.Tensor:
-    """(B, C) 0/1 labels following one of the named degenerate or ordinary patterns."""
-    def rand(density):
-        return (torch.rand(batch, classes, generator=g) < density).to(torch.int64)
-    if pattern == "sparse":
-        return rand(0.15)
-    if pattern == "dense":
-        return rand(0.6)
-    if pattern == "single":          # exactly one label each: no sample with two labels
-        y = torch.zeros(batch, classes, dtype=torch.int64)
-        y[torch.arange(batch), torch.randint(classes, (batch,), generator=g)] = 1
-        return y
-    if pattern == "empty_class":     # class 0 has no positive in the batch
-        y = rand(0.4)
-        y[:, 0] = 0
-        return y
-    if pattern == "zero_rows":       # every third sample has no label at all
-        y = rand(0.4)
-        y[::3] = 0
-        return y
-    if pattern == "ones_rows":       # every third sample has every label
-        y = rand(0.2)
-        y[::3] = 1
-        return y
-    if pattern == "all_zero":        # no positive entry in the batch
-        return torch.zeros(batch, classes, dtype=torch.int64)
-    if pattern == "all_one":         # no negative entry in the batch
-        return torch.ones(batch, classes, dtype=torch.int64)
-    raise AssertionError(pattern)
-
-
 PATTERNS = ["sparse", "dense", "single", "empty_class", "zero_rows", "ones_rows", "all_zero",
             "all_one"]
 
@@ -89,7 +60,7 @@ PATTERNS = ["sparse", "dense", "single", "empty_class", "zero_rows", "ones_rows"
 def test_matches_reference(pattern, batch, classes, bits):
     for seed in range(2):
         g = torch.Generator().manual_seed(1000 * seed + 7 * batch + classes + bits)
-        y = _labels(pattern, batch, classes, g)
+        y = pattern_labels(pattern, batch, classes, g, sparse=0.15)
         zeta = float(torch.empty(()).uniform_(-0.3, 0.5, generator=g))
         loss = HyP2Loss(classes, bits, zeta, beta=0.7, seed=seed)
         # the label dtype should not matter: each (seed, dtype) round uses another one
@@ -110,7 +81,7 @@ def test_matches_reference(pattern, batch, classes, bits):
 def test_reference_cases_exercise_every_term():
     # guard against the random cases above silently never reaching the pair term or the hinge
     g = torch.Generator().manual_seed(0)
-    y = _labels("sparse", 32, 20, g)
+    y = pattern_labels("sparse", 32, 20, g, sparse=0.15)
     loss = HyP2Loss(20, 8, 0.0, seed=0)
     loss(torch.randn(32, 8, generator=g), y)
     assert all(loss.components[k] > 0 for k in ("proxy_pos", "proxy_neg", "pair"))

@@ -6,8 +6,13 @@ import math
 import pytest
 import torch
 
-from hyp2.losses import build_loss, loss_names
 from hyp2.losses.idhn import IDHNLoss
+
+from .conftest import (
+    DEGENERATE_BATCHES, GRAD_LABELS_2, PATTERNS, assert_constructor_rejects,
+    assert_finite_gradients, assert_forward_rejects, assert_gradcheck, assert_matches,
+    assert_state_round_trip, built_by_registry, degenerate_outputs, dtype_rounds, pattern_labels,
+)
 
 
 # ---------------------------------------------------------------- naive reference
@@ -38,49 +43,23 @@ def reference(h, y, scale=5.0, soft_weight=0.1, quant_weight=0.1, threshold=0.01
     return hard, soft, quant, hard + soft_weight * soft + quant_weight * quant
 
 
-def _labels(pattern, batch, classes, g):
-    if pattern == "sparse":
-        return (torch.rand(batch, classes, generator=g) < 0.3).long()
-    if pattern == "dense":
-        return (torch.rand(batch, classes, generator=g) < 0.6).long()
-    if pattern == "single":                 # only hard pairs (s ∈ {0, 1})
-        y = torch.zeros(batch, classes, dtype=torch.long)
-        y[torch.arange(batch), torch.randint(classes, (batch,), generator=g)] = 1
-        return y
-    if pattern == "zero_rows":
-        y = (torch.rand(batch, classes, generator=g) < 0.4).long()
-        y[::3] = 0
-        return y
-    if pattern == "all_zero":
-        return torch.zeros(batch, classes, dtype=torch.long)
-    if pattern == "all_one":
-        return torch.ones(batch, classes, dtype=torch.long)
-    raise AssertionError(pattern)
-
-
-@pytest.mark.parametrize("pattern", ["sparse", "dense", "single", "zero_rows", "all_zero",
-                                     "all_one"])
+@pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("batch", [1, 2, 9])
 @pytest.mark.parametrize("bits", [4, 24])
 def test_matches_reference(pattern, batch, bits):
     g = torch.Generator().manual_seed(19 * batch + bits)
-    y = _labels(pattern, batch, 5, g)
+    y = pattern_labels(pattern, batch, 5, g, sparse=0.3)
     loss = IDHNLoss(5, bits, scale=3.0, soft_weight=0.2, quant_weight=0.3)
-    for dtype, tol in ((torch.float64, dict(rel=1e-10, abs=1e-12)),
-                       (torch.float32, dict(rel=1e-5, abs=1e-6))):
+    for dtype, tol in dtype_rounds():
         h = (3.0 * torch.randn(batch, bits, generator=g, dtype=torch.float64)).to(dtype)
         hard, soft, quant, total = reference(h, y, 3.0, 0.2, 0.3)
-        got = loss(h, y)
-        assert got.dtype == dtype
-        assert got.item() == pytest.approx(total, **tol)
-        for name, value in (("hard", hard), ("soft", soft), ("quant", quant)):
-            assert loss.components[name].item() == pytest.approx(value, **tol)
+        assert_matches(loss(h, y), loss, dtype, tol, total, hard=hard, soft=soft, quant=quant)
 
 
 def test_reference_cases_have_soft_pairs():
     # guard: the "dense" random labels give fractional similarities, so the MSE branch is tested
     g = torch.Generator().manual_seed(19 * 9 + 4)
-    y = _labels("dense", 9, 5, g)
+    y = pattern_labels("dense", 9, 5, g)
     loss = IDHNLoss(5, 4)
     loss(torch.randn(9, 4, generator=g), y)
     assert loss.components["soft"] > 0 and loss.components["hard"] > 0
@@ -125,43 +104,28 @@ def test_identical_label_sets_are_hard_similar_pairs():
 
 
 def test_gradcheck():
-    g = torch.Generator().manual_seed(1)
-    h = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    y = torch.tensor([[1, 0], [1, 1], [0, 1], [0, 0], [1, 0]])      # hard and soft pairs
-    assert torch.autograd.gradcheck(lambda x: IDHNLoss(2, 3)(x, y), (h,))
+    assert_gradcheck(IDHNLoss(2, 3), GRAD_LABELS_2, bits=3)          # hard and soft pairs
 
 
-@pytest.mark.parametrize("y", [
-    torch.tensor([[1, 0, 0]]),
-    torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1]]),
-    torch.tensor([[1, 1, 0], [1, 0, 0], [1, 0, 1]]),
-    torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0]]),
-    torch.zeros(4, 3, dtype=torch.long),
-], ids=["one", "no-similar", "no-dissimilar", "zero-row", "all-zero"])
+@pytest.mark.parametrize("y", DEGENERATE_BATCHES + [
+    pytest.param(torch.zeros(4, 3, dtype=torch.long), id="all-zero"),
+])
 def test_degenerate_batches_are_finite_with_gradients(y):
-    h = torch.randn(len(y), 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
-    value = IDHNLoss(3, 6)(h, y)
-    value.backward()
-    assert torch.isfinite(value) and torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
+    h = degenerate_outputs(len(y))
+    assert_finite_gradients(IDHNLoss(3, 6)(h, y), h)
 
 
 # ---------------------------------------------------------------- registry, state, errors
 
 
 def test_registry_builds_with_project_options():
-    assert "idhn" in loss_names()
-    loss = build_loss("idhn", num_classes=20, num_bits=48, seed=0, beta=0.5, zeta=0.0)
-    assert type(build_loss("idhn", 20, 48, rate=0.02, unknown="x")) is type(loss)
-    assert isinstance(loss, IDHNLoss)
+    loss = built_by_registry("idhn", IDHNLoss)
     assert (loss.scale, loss.soft_weight, loss.quant_weight, loss.threshold) == (5, 0.1, 0.1, 0.01)
     assert loss.param_groups(0.02) == []
 
 
 def test_state_dict_round_trip():
-    a, b = IDHNLoss(3, 4), IDHNLoss(3, 4)
-    b.load_state_dict(a.state_dict())
-    h, y = torch.randn(3, 4), torch.tensor([[1, 0, 0], [1, 1, 0], [0, 0, 1]])
-    assert torch.equal(a(h, y), b(h, y))
+    assert_state_round_trip(IDHNLoss(3, 4), IDHNLoss(3, 4))
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -171,8 +135,7 @@ def test_state_dict_round_trip():
     (dict(threshold=-0.1), "threshold"),
 ])
 def test_constructor_rejects(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        IDHNLoss(**(dict(num_classes=3, num_bits=4) | kwargs))
+    assert_constructor_rejects(IDHNLoss, kwargs, match)
 
 
 @pytest.mark.parametrize("h,y,match", [
@@ -181,5 +144,4 @@ def test_constructor_rejects(kwargs, match):
     (torch.randn(2, 4), torch.tensor([[0, -1, 0], [1, 0, 0]]), "0/1"),
 ])
 def test_forward_rejects(h, y, match):
-    with pytest.raises(ValueError, match=match):
-        IDHNLoss(3, 4)(h, y)
+    assert_forward_rejects(IDHNLoss(3, 4), h, y, match)

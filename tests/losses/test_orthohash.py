@@ -6,8 +6,14 @@ import math
 import pytest
 import torch
 
-from hyp2.losses import build_loss, loss_names
 from hyp2.losses.orthohash import OrthoHashLoss, make_codebook
+
+from .conftest import (
+    DEGENERATE_BATCHES, GRAD_LABELS_3, PATTERNS, assert_constructor_rejects,
+    assert_finite_gradients, assert_forward_rejects, assert_gradcheck, assert_matches,
+    assert_state_round_trip, built_by_registry, degenerate_outputs, dense_batch, dtype_rounds,
+    pattern_labels,
+)
 
 
 # ---------------------------------------------------------------- naive reference
@@ -35,44 +41,18 @@ def reference(h, y, codebook, scale=8.0, margin=0.2, quant_weight=0.0):
     return ce, quant, ce + quant_weight * quant
 
 
-def _labels(pattern, batch, classes, g):
-    if pattern == "sparse":
-        return (torch.rand(batch, classes, generator=g) < 0.2).long()
-    if pattern == "dense":
-        return (torch.rand(batch, classes, generator=g) < 0.6).long()
-    if pattern == "single":
-        y = torch.zeros(batch, classes, dtype=torch.long)
-        y[torch.arange(batch), torch.randint(classes, (batch,), generator=g)] = 1
-        return y
-    if pattern == "zero_rows":
-        y = (torch.rand(batch, classes, generator=g) < 0.4).long()
-        y[::3] = 0
-        return y
-    if pattern == "all_zero":
-        return torch.zeros(batch, classes, dtype=torch.long)
-    if pattern == "all_one":
-        return torch.ones(batch, classes, dtype=torch.long)
-    raise AssertionError(pattern)
-
-
-@pytest.mark.parametrize("pattern", ["sparse", "dense", "single", "zero_rows", "all_zero",
-                                     "all_one"])
+@pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("batch", [1, 2, 9])
 @pytest.mark.parametrize("bits,codebook", [(8, "hadamard"), (12, "bernoulli"), (48, "bernoulli")])
 def test_matches_reference(pattern, batch, bits, codebook):
     g = torch.Generator().manual_seed(37 * batch + bits)
-    y = _labels(pattern, batch, 6, g)
+    y = pattern_labels(pattern, batch, 6, g)
     loss = OrthoHashLoss(6, bits, scale=5.0, margin=0.3, quant_weight=0.7, codebook=codebook,
                          seed=batch)
-    for dtype, tol in ((torch.float64, dict(rel=1e-10, abs=1e-12)),
-                       (torch.float32, dict(rel=1e-5, abs=1e-6))):
+    for dtype, tol in dtype_rounds():
         h = torch.randn(batch, bits, generator=g, dtype=torch.float64).to(dtype)
         ce, quant, total = reference(h, y, loss.codebook, 5.0, 0.3, 0.7)
-        got = loss(h, y)
-        assert got.dtype == dtype
-        assert got.item() == pytest.approx(total, **tol)
-        assert loss.components["ce"].item() == pytest.approx(ce, **tol)
-        assert loss.components["quant"].item() == pytest.approx(quant, **tol)
+        assert_matches(loss(h, y), loss, dtype, tol, total, ce=ce, quant=quant)
 
 
 # ---------------------------------------------------------------- hand-computed case
@@ -133,35 +113,21 @@ def test_hadamard_codebook_is_orthogonal():
 def test_codebook_is_a_buffer_and_round_trips():
     a, b = OrthoHashLoss(20, 48, seed=1), OrthoHashLoss(20, 48, seed=2)
     assert set(a.state_dict()) == {"codebook"} and a.param_groups(0.02) == []
-    b.load_state_dict(a.state_dict())
+    assert_state_round_trip(a, b, *dense_batch(4, 48, 20))
     assert torch.equal(a.codebook, b.codebook)
-    g = torch.Generator().manual_seed(0)
-    h, y = torch.randn(4, 48, generator=g), _labels("dense", 4, 20, g)
-    assert torch.equal(a(h, y), b(h, y))
 
 
 # ---------------------------------------------------------------- gradients, degenerate batches
 
 
 def test_gradcheck():
-    g = torch.Generator().manual_seed(1)
-    h = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
-    y = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 1], [0, 0, 0], [1, 0, 1]])
-    loss = OrthoHashLoss(3, 4, quant_weight=0.5).double()
-    assert torch.autograd.gradcheck(lambda x: loss(x, y), (h,))
+    assert_gradcheck(OrthoHashLoss(3, 4, quant_weight=0.5).double(), GRAD_LABELS_3, bits=4)
 
 
-@pytest.mark.parametrize("y", [
-    torch.tensor([[1, 0, 0]]),
-    torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1]]),
-    torch.tensor([[1, 1, 0], [1, 0, 0], [1, 0, 1]]),
-    torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0]]),
-], ids=["one", "no-similar", "no-dissimilar", "zero-row"])
+@pytest.mark.parametrize("y", DEGENERATE_BATCHES)
 def test_degenerate_batches_are_finite_with_gradients(y):
-    h = torch.randn(len(y), 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
-    value = OrthoHashLoss(3, 6)(h, y)
-    value.backward()
-    assert torch.isfinite(value) and torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
+    h = degenerate_outputs(len(y))
+    assert_finite_gradients(OrthoHashLoss(3, 6)(h, y), h)
 
 
 def test_unlabelled_batch_is_zero_without_quantization():
@@ -176,10 +142,7 @@ def test_unlabelled_batch_is_zero_without_quantization():
 
 
 def test_registry_builds_with_project_options():
-    assert "orthohash" in loss_names()
-    loss = build_loss("orthohash", num_classes=20, num_bits=48, seed=4, beta=0.5, zeta=0.0)
-    assert type(build_loss("orthohash", 20, 48, rate=0.02, unknown="x")) is type(loss)
-    assert isinstance(loss, OrthoHashLoss)
+    loss = built_by_registry("orthohash", OrthoHashLoss, seed=4)
     assert (loss.scale, loss.margin, loss.quant_weight, loss.codebook_method) == \
         (8.0, 0.2, 0.0, "bernoulli")
     assert torch.equal(loss.codebook, OrthoHashLoss(20, 48, seed=4).codebook)
@@ -192,8 +155,7 @@ def test_registry_builds_with_project_options():
     (dict(codebook="hadamard", num_bits=6), "power of two"), (dict(seed=1.0), "seed"),
 ])
 def test_constructor_rejects(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        OrthoHashLoss(**(dict(num_classes=3, num_bits=4) | kwargs))
+    assert_constructor_rejects(OrthoHashLoss, kwargs, match)
 
 
 @pytest.mark.parametrize("h,y,match", [
@@ -202,5 +164,4 @@ def test_constructor_rejects(kwargs, match):
     (torch.randn(2, 4), torch.tensor([[0, 2, 0], [1, 0, 0]]), "0/1"),
 ])
 def test_forward_rejects(h, y, match):
-    with pytest.raises(ValueError, match=match):
-        OrthoHashLoss(3, 4)(h, y)
+    assert_forward_rejects(OrthoHashLoss(3, 4), h, y, match)

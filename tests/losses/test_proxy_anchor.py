@@ -7,8 +7,14 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from hyp2.losses import build_loss, loss_names
 from hyp2.losses.proxy_anchor import ProxyAnchorLoss
+
+from .conftest import (
+    ALL_ONE, ALL_ZERO, DEGENERATE_BATCHES, PATTERNS, assert_constructor_rejects,
+    assert_finite_gradients, assert_forward_rejects, assert_matches, assert_state_round_trip,
+    built_by_registry, degenerate_outputs, dense_batch, dtype_rounds, gradcheck_outputs,
+    pattern_labels,
+)
 
 
 # ---------------------------------------------------------------- naive reference
@@ -35,48 +41,22 @@ def reference(h, y, proxies, alpha=32.0, delta=0.1):
     return pos, neg, pos + neg
 
 
-def _labels(pattern, batch, classes, g):
-    if pattern == "sparse":
-        return (torch.rand(batch, classes, generator=g) < 0.2).long()
-    if pattern == "dense":
-        return (torch.rand(batch, classes, generator=g) < 0.6).long()
-    if pattern == "single":
-        y = torch.zeros(batch, classes, dtype=torch.long)
-        y[torch.arange(batch), torch.randint(classes, (batch,), generator=g)] = 1
-        return y
-    if pattern == "zero_rows":
-        y = (torch.rand(batch, classes, generator=g) < 0.4).long()
-        y[::3] = 0
-        return y
-    if pattern == "all_zero":                   # no proxy has a positive
-        return torch.zeros(batch, classes, dtype=torch.long)
-    if pattern == "all_one":                    # no proxy has a negative
-        return torch.ones(batch, classes, dtype=torch.long)
-    raise AssertionError(pattern)
-
-
-@pytest.mark.parametrize("pattern", ["sparse", "dense", "single", "zero_rows", "all_zero",
-                                     "all_one"])
+@pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("batch", [1, 2, 9])
 @pytest.mark.parametrize("bits", [4, 48])
 def test_matches_reference(pattern, batch, bits):
     g = torch.Generator().manual_seed(29 * batch + bits)
-    y = _labels(pattern, batch, 6, g)
+    y = pattern_labels(pattern, batch, 6, g)
     loss = ProxyAnchorLoss(6, bits, seed=batch)
-    for dtype, tol in ((torch.float64, dict(rel=1e-10, abs=1e-12)),
-                       (torch.float32, dict(rel=1e-5, abs=1e-5))):
+    for dtype, tol in dtype_rounds(f32_abs=1e-5):
         h = torch.randn(batch, bits, generator=g, dtype=torch.float64).to(dtype)
         pos, neg, total = reference(h, y, loss.proxies.detach())
-        got = loss(h, y)
-        assert got.dtype == dtype
-        assert got.item() == pytest.approx(total, **tol)
-        assert loss.components["pos"].item() == pytest.approx(pos, **tol)
-        assert loss.components["neg"].item() == pytest.approx(neg, **tol)
+        assert_matches(loss(h, y), loss, dtype, tol, total, pos=pos, neg=neg)
 
 
 def test_matches_reference_with_other_alpha_delta():
     g = torch.Generator().manual_seed(4)
-    y = _labels("sparse", 7, 5, g)
+    y = pattern_labels("sparse", 7, 5, g)
     h = torch.randn(7, 6, generator=g, dtype=torch.float64)
     loss = ProxyAnchorLoss(5, 6, alpha=8.0, delta=0.3, seed=2)
     expected = reference(h, y, loss.proxies.detach(), 8.0, 0.3)[2]
@@ -114,8 +94,7 @@ def test_hand_case():
 
 
 def test_gradcheck_h_and_proxies():
-    g = torch.Generator().manual_seed(1)
-    h = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    h = gradcheck_outputs(4)
     y = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0]])   # class 2: no pos
     loss = ProxyAnchorLoss(3, 4, alpha=4.0, seed=3).double()
     proxies = loss.proxies.detach().clone().requires_grad_()
@@ -126,20 +105,11 @@ def test_gradcheck_h_and_proxies():
     assert torch.autograd.gradcheck(f, (h, proxies))
 
 
-@pytest.mark.parametrize("y", [
-    torch.tensor([[1, 0, 0]]),
-    torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1]]),
-    torch.tensor([[1, 1, 0], [1, 0, 0], [1, 0, 1]]),
-    torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0]]),
-    torch.zeros(3, 3, dtype=torch.long),
-    torch.ones(3, 3, dtype=torch.long),
-], ids=["one", "no-similar", "no-dissimilar", "zero-row", "all-zero", "all-one"])
+@pytest.mark.parametrize("y", DEGENERATE_BATCHES + [ALL_ZERO, ALL_ONE])
 def test_degenerate_batches_are_finite_with_gradients(y):
-    h = torch.randn(len(y), 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    h = degenerate_outputs(len(y))
     loss = ProxyAnchorLoss(3, 6)
-    value = loss(h, y)
-    value.backward()
-    assert torch.isfinite(value) and torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
+    assert_finite_gradients(loss(h, y), h)
     assert torch.isfinite(loss.proxies.grad).all() and loss.proxies.grad.abs().sum() > 0
 
 
@@ -148,15 +118,13 @@ def test_large_alpha_does_not_overflow():
     h = torch.randn(4, 8, generator=torch.Generator().manual_seed(5), requires_grad=True)
     loss = ProxyAnchorLoss(3, 8, alpha=1000.0)
     value = loss(h, torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]]))
-    value.backward()
-    assert torch.isfinite(value) and torch.isfinite(h.grad).all()
+    assert_finite_gradients(value, h, nonzero=False)
 
 
 def test_zero_output_is_finite():
     h = torch.zeros(2, 4, requires_grad=True)
     value = ProxyAnchorLoss(2, 4)(h, torch.tensor([[1, 0], [0, 1]]))
-    value.backward()
-    assert torch.isfinite(value) and torch.isfinite(h.grad).all()
+    assert_finite_gradients(value, h, nonzero=False)
 
 
 # ---------------------------------------------------------------- proxies and optimiser groups
@@ -179,11 +147,8 @@ def test_proxies_reproducible_kaiming_and_global_rng_untouched():
 def test_state_dict_round_trip():
     a, b = ProxyAnchorLoss(5, 8, seed=1), ProxyAnchorLoss(5, 8, seed=2)
     assert set(a.state_dict()) == {"proxies"}
-    b.load_state_dict(a.state_dict())
+    assert_state_round_trip(a, b, *dense_batch(4, 8, 5))
     assert torch.equal(a.proxies, b.proxies)
-    g = torch.Generator().manual_seed(0)
-    h, y = torch.randn(4, 8, generator=g), _labels("dense", 4, 5, g)
-    assert torch.equal(a(h, y), b(h, y))
 
 
 def test_param_groups():
@@ -203,10 +168,8 @@ def test_param_groups():
 
 
 def test_registry_builds_with_project_options():
-    assert "proxy_anchor" in loss_names()
-    loss = build_loss("proxy_anchor", num_classes=20, num_bits=48, seed=3, beta=0.5, zeta=0.0)
-    assert type(build_loss("proxy_anchor", 20, 48, rate=0.02, unknown="x")) is type(loss)
-    assert isinstance(loss, ProxyAnchorLoss) and (loss.alpha, loss.delta) == (32.0, 0.1)
+    loss = built_by_registry("proxy_anchor", ProxyAnchorLoss, seed=3)
+    assert (loss.alpha, loss.delta) == (32.0, 0.1)
     assert torch.equal(loss.proxies, ProxyAnchorLoss(20, 48, seed=3).proxies)
 
 
@@ -216,8 +179,7 @@ def test_registry_builds_with_project_options():
     (dict(seed="1"), "seed"), (dict(proxy_lr_multiplier=0.0), "proxy_lr_multiplier"),
 ])
 def test_constructor_rejects(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        ProxyAnchorLoss(**(dict(num_classes=3, num_bits=4) | kwargs))
+    assert_constructor_rejects(ProxyAnchorLoss, kwargs, match)
 
 
 @pytest.mark.parametrize("h,y,match", [
@@ -226,5 +188,4 @@ def test_constructor_rejects(kwargs, match):
     (torch.randn(2, 4), torch.tensor([[0, 2, 0], [1, 0, 0]]), "0/1"),
 ])
 def test_forward_rejects(h, y, match):
-    with pytest.raises(ValueError, match=match):
-        ProxyAnchorLoss(3, 4)(h, y)
+    assert_forward_rejects(ProxyAnchorLoss(3, 4), h, y, match)
