@@ -97,3 +97,21 @@ def broadcast_float(value: float, d: Dist, device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
     return float(t.item())
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+def all_agree(flag: bool, d: Dist) -> bool:
+    """True when ``flag`` has the same value on every rank."""
+    if not d.enabled:
+        return True
+    t = torch.tensor([int(flag)], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    lo, hi = t.clone(), t.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    return int(lo.item()) == int(hi.item())

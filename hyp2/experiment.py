@@ -20,8 +20,8 @@ from .losses import HashLoss, build_loss
 from .metrics import mean_average_precision
 from .models import build_model
 from .results import RunFiles, RunRecorder, check_compatible, load_checkpoint, save_checkpoint
-from .distributed import (Dist, average_gradients, broadcast_float, gather_rows, init_from_env,
-                          per_rank_batch, shard, shutdown)
+from .distributed import (Dist, all_agree, average_gradients, barrier, broadcast_float, gather_rows,
+                          init_from_env, per_rank_batch, shard, shutdown)
 from .train import (fit, make_loader, make_optimizer, make_scheduler, rng_state, seed_everything,
                     set_rng_state)
 
@@ -101,7 +101,13 @@ def _train(config: Config, d: Dist, device: torch.device) -> float:
         for stale in config.result_dir.glob(f".{config.run_name}*.tmp"):
             stale.unlink()  # left by a run killed inside an atomic write; never a complete file
     seed_everything(config.seed)
+    # Under torchrun, each machine's first process downloads / caches; the others then find the
+    # files ready instead of racing to write them.
+    if d.local_rank != 0:
+        barrier(d)
     data = load_data(config)
+    if d.local_rank == 0:
+        barrier(d)
     topk = protocol_topk(config, data)
     loss_fn = make_loss(config, data.num_classes).to(device)
     model = build_model(config.backbone, config.hash_bit, pretrained=config.pretrained,
@@ -125,6 +131,9 @@ def _train(config: Config, d: Dist, device: torch.device) -> float:
 
     rec = RunRecorder(files, header(config, data, topk), save=config.save and d.is_main, verbose=d.is_main)
     start_epoch, seconds = 1, 0.0
+    if config.resume and not all_agree(last_path.exists(), d):
+        raise UserError(f"--resume: {last_path} exists on some machines only; under torchrun across "
+                        f"machines, --result_dir must be on a file system they all share")
     if config.resume and last_path.exists():
         start_epoch, seconds = _restore(last_path, config, data, model, loss_fn, optimizer, scheduler,
                                         train_loader.generator, rec)
@@ -206,7 +215,9 @@ def _restore(path, config, data, model, loss_fn, optimizer, scheduler, generator
     if not isinstance(state, dict) or state.get("format") != "hyp2-last":
         raise UserError(f"{path} is not a hyp2 resumable checkpoint; delete it or pass --overwrite")
     saved = state["config"]
-    for key in ("dataset", "backbone", "hash_bit", "loss", "image_size", "batch_size", "seed"):
+    # --epochs and --eval_every may change (to extend a run); anything shaping the optimisation may not.
+    for key in ("dataset", "backbone", "hash_bit", "loss", "image_size", "batch_size", "seed", "lr",
+                "rate", "beta", "zeta", "amp", "subset"):
         if saved.get(key) != getattr(config, key):
             raise UserError(f"--resume: {path} was trained with --{key} {saved.get(key)} but this run has "
                             f"--{key} {getattr(config, key)}; use the same flags, or --overwrite to start over")

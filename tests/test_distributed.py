@@ -1,5 +1,7 @@
 """torchrun with two CPU processes (gloo): one checkpoint, one history, and the sharding helpers."""
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,12 +34,19 @@ def test_torchrun_two_gloo_processes_train_the_demo(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "retrieval.py", "--dataset", "demo", "--subset", "90", "--epochs", "2", "--eval_every", "1",
            "--batch_size", "30", "--hash_bit", "16", "--device", "cpu", "--result_dir", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("map: ") == 1, proc.stdout  # rank 0 alone reports
-    assert proc.stdout.count("epoch 2: map") == 1
-    assert "x 2 processes" in proc.stdout
+    # A new session, so a hang kills torchrun's workers too, not only torchrun.
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"torchrun hung:\n{stderr[-3000:]}")
+    assert proc.returncode == 0, stderr[-3000:]
+    assert stdout.count("map: ") == 1, stdout  # rank 0 alone reports
+    assert stdout.count("epoch 2: map") == 1
+    assert "x 2 processes" in stdout
     files = sorted(p.name for p in out.iterdir())
     assert files == ["demo_small_16.ckpt", "demo_small_16.json", "demo_small_16.txt", "demo_small_16_last.ckpt"]
     history = json.loads((out / "demo_small_16.json").read_text())["history"]
