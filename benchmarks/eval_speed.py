@@ -1,0 +1,283 @@
+"""Speed and memory of hyp2.metrics' mAP@K at NUS-WIDE scale, against faiss and the official loop.
+
+The HyP² Loss evaluation (Xu et al., ACM MM 2022, Sec. 4.1; NUS-WIDE: 2,100 queries, 193,734
+database items, 21 classes, mAP@5000) ranks the database by Hamming distance for every query.
+This script builds random ±1 codes and random multi-label labels of that size and prints, for each
+code length:
+
+* hyp2: ``hyp2.metrics.mean_average_precision`` (best of ``--repeats`` runs after a warm-up);
+* faiss: ``IndexBinaryFlat`` exact k-NN search for the same K (best of 2), plus the AP of its
+  result (faiss breaks distance ties in its own order, so its mAP may differ in the last digits);
+* loop: the official-style evaluation (``np.dot`` similarity, ``np.argsort``, then a python loop
+  over the top K of each query) on ``--loop-queries`` queries, extrapolated to all queries;
+* exactness: hyp2's mAP on the loop's queries equals a stable-tie python reference, and hyp2's
+  top-K distances equal faiss's (the distances of a top-K do not depend on the tie order);
+* peak extra memory of ``mean_average_precision`` and ``evaluate_all``: the peak resident set
+  size (Linux ``VmHWM``, reset through ``/proc/self/clear_refs`` before each call; ``ru_maxrss``
+  elsewhere) minus the resident size before the call, in a fresh subprocess that has already
+  loaded the data and warmed torch up, so it counts numpy and torch allocations alike.
+
+Usage::
+
+    python benchmarks/eval_speed.py            # full NUS-WIDE scale, 12/32/48/64/128 bits
+    python benchmarks/eval_speed.py --quick    # 400 queries, 40,000 items, K = 1,000
+    python benchmarks/eval_speed.py --bits 48 --json result/eval_speed.json
+
+faiss is a benchmark-only dependency (``pip install faiss-cpu``); without it those columns are
+skipped. The figures in docs/evaluation.md come from this script.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hyp2 import metrics  # noqa: E402
+from hyp2.io import atomic_write_json  # noqa: E402
+
+# NUS-WIDE-21-like class frequencies: a few very common concepts (sky, clouds, person, water)
+# and a long tail; every image has at least one label (about 2 on average).
+CLASS_FREQ = np.geomspace(0.36, 0.02, 21)
+
+
+def make_labels(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, 21) uint8 multi-hot labels with NUS-WIDE-like density, at least one label per row."""
+    labels = rng.random((n, len(CLASS_FREQ))) < CLASS_FREQ
+    empty = ~labels.any(1)
+    labels[empty, rng.choice(len(CLASS_FREQ), empty.sum(), p=CLASS_FREQ / CLASS_FREQ.sum())] = True
+    return labels.astype(np.uint8)
+
+
+def make_codes(rng: np.random.Generator, n: int, bits: int) -> np.ndarray:
+    return rng.choice(np.array([-1, 1], dtype=np.int8), size=(n, bits))
+
+
+def best_of(fn, repeats: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+# ----------------------------------------------------------------------------------------------
+# References
+# ----------------------------------------------------------------------------------------------
+
+
+def ap_from_ranking(indices: np.ndarray, q_labels: np.ndarray, db_labels: np.ndarray) -> float:
+    """mAP of given rankings ((Q, k) database indices), vectorised numpy."""
+    total = 0.0
+    for lo in range(0, len(indices), 256):
+        idx = indices[lo: lo + 256]
+        rel = (db_labels[idx] & q_labels[lo: lo + 256, None, :]).any(-1)
+        cum = np.cumsum(rel, axis=1)
+        hits = (cum / np.arange(1, idx.shape[1] + 1) * rel).sum(1)
+        total += np.divide(hits, cum[:, -1], out=np.zeros(len(idx)), where=cum[:, -1] > 0).sum()
+    return total / len(indices)
+
+
+def official_style_loop(q, d, ql, dl, topk: int, stable: bool) -> float:
+    """The official evaluation's structure (our own code): a dense similarity, an argsort, and
+    a python loop over the top K of each query. ``stable`` ranks ties by database order."""
+    # Dtypes of the official training-time path: float32 network outputs, int64 NUS-WIDE labels.
+    qs, ds = np.sign(q.astype(np.float32)), np.sign(d.astype(np.float32))
+    ql, dl = ql.astype(np.int64), dl.astype(np.int64)
+    sim = 1 - qs @ ds.T / q.shape[1]
+    order = np.argsort(sim, axis=1, kind="stable" if stable else "quicksort")
+    aps = []
+    for i in range(len(q)):
+        hits, score = 0, 0.0
+        for j in range(topk):
+            if np.dot(ql[i], dl[order[i, j]]) > 0:
+                hits += 1
+                score += hits / (j + 1)
+        aps.append(score / hits if hits else 0.0)
+    return float(np.mean(aps))
+
+
+# ----------------------------------------------------------------------------------------------
+# Peak memory (subprocess)
+# ----------------------------------------------------------------------------------------------
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> int:
+    """Reset the kernel's peak-RSS mark if possible; return the current RSS (bytes) as baseline.
+
+    Linux resets the peak resident set size (VmHWM) on ``echo 5 > /proc/self/clear_refs``; where
+    that is unavailable, the baseline is the peak so far (``ru_maxrss``), which can only hide
+    growth that stays below an earlier peak.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return _status_kib("VmRSS") * 1024
+    except (OSError, TypeError):
+        return peak_rss()
+
+
+def peak_rss() -> int:
+    hwm = _status_kib("VmHWM")
+    if hwm is not None:
+        return hwm * 1024
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
+
+
+def memory_child(folder: str, topk: int) -> None:
+    """Run in a fresh process: print the peak-RSS growth of mAP and of evaluate_all."""
+    arrays = [np.load(os.path.join(folder, f"{name}.npy")) for name in ("q", "d", "ql", "dl")]
+    small = [a[:50] for a in arrays]
+    metrics.evaluate_all(*small, topk=10)  # load kernels and thread pools before measuring
+    out = {}
+    for name, fn in (("map_bytes", metrics.mean_average_precision),
+                     ("evaluate_all_bytes", metrics.evaluate_all)):
+        base = reset_peak_rss()
+        fn(*arrays, topk=topk)
+        out[name] = peak_rss() - base
+    print(json.dumps(out))
+
+
+def measure_memory(q, d, ql, dl, topk: int) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        for name, arr in (("q", q), ("d", d), ("ql", ql), ("dl", dl)):
+            np.save(os.path.join(folder, f"{name}.npy"), arr)
+        cmd = [sys.executable, __file__, "--memory-child", folder, "--topk", str(topk)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------------
+# One code length
+# ----------------------------------------------------------------------------------------------
+
+
+def run_bits(bits: int, args, ql: np.ndarray, dl: np.ndarray, faiss) -> dict:
+    rng = np.random.default_rng(1000 + bits)
+    q, d = make_codes(rng, args.queries, bits), make_codes(rng, args.database, bits)
+    topk = args.topk
+    row: dict = {"bits": bits}
+
+    metrics.mean_average_precision(q[:64], d, ql[:64], dl, topk=topk)  # warm-up
+    row["hyp2_s"], row["hyp2_map"] = best_of(
+        lambda: metrics.mean_average_precision(q, d, ql, dl, topk=topk), args.repeats)
+    row["evaluate_all_s"], _ = best_of(lambda: metrics.evaluate_all(q, d, ql, dl, topk=topk), 1)
+
+    # Exactness against a stable python reference, on the loop's queries.
+    n_loop = min(args.loop_queries, args.queries)
+    sub = (q[:n_loop], d, ql[:n_loop], dl)
+    row["loop_s"], row["loop_map_subset"] = best_of(
+        lambda: official_style_loop(*sub, topk, stable=False), 1)
+    row["loop_s"] *= args.queries / n_loop
+    stable_ref = official_style_loop(*sub, topk, stable=True)
+    row["exact_vs_stable_reference"] = abs(
+        metrics.mean_average_precision(*sub, topk=topk) - stable_ref) < 1e-12
+
+    if faiss is not None:
+        pad = -bits % 8  # IndexBinaryFlat needs a multiple of 8 bits; zero bits add no distance
+        qp = np.packbits(np.pad(q > 0, ((0, 0), (0, pad))), axis=1)
+        dp = np.packbits(np.pad(d > 0, ((0, 0), (0, pad))), axis=1)
+        index = faiss.IndexBinaryFlat(bits + pad)
+        index.add(dp)
+        row["faiss_search_s"], (dist, idx) = best_of(lambda: index.search(qp, topk), 2)
+        t0 = time.perf_counter()
+        row["faiss_map"] = ap_from_ranking(idx, ql.astype(bool), dl.astype(bool))
+        row["faiss_total_s"] = row["faiss_search_s"] + time.perf_counter() - t0
+        _, hyp2_dist = metrics.hamming_ranking(q, d, topk)
+        row["same_topk_distances_as_faiss"] = bool(np.array_equal(hyp2_dist, dist))
+    row.update(measure_memory(q, d, ql, dl, topk))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="400 queries, 40,000 items, K=1,000")
+    parser.add_argument("--bits", type=int, nargs="+", default=[48, 12, 32, 64, 128])
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many hyp2 runs")
+    parser.add_argument("--loop-queries", type=int, default=None,
+                        help="queries the official-style loop runs on (then extrapolated)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--topk", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, args.topk)
+        return
+    sizes = (400, 40_000, 1000) if args.quick else (2100, 193_734, 5000)
+    args.queries, args.database, args.topk = sizes
+    if args.loop_queries is None:
+        args.loop_queries = 20 if args.quick else 40
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+        print("faiss is not installed: its columns are skipped (pip install faiss-cpu)")
+
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}"
+          + (f", faiss {faiss.__version__} ({faiss.omp_get_max_threads()} threads)"
+             if faiss else ""))
+    print(f"{args.queries} queries, {args.database} database items, 21 classes, mAP@{args.topk}; "
+          f"load average before: {os.getloadavg()[0]:.2f}")
+    rng = np.random.default_rng(0)
+    ql, dl = make_labels(rng, args.queries), make_labels(rng, args.database)
+    print(f"labels per item {dl.sum(1).mean():.2f}; relevant fraction "
+          f"{(((ql[:200, None, :] & dl[None, :5000, :]).any(-1)).mean()):.2f}")
+
+    rows = []
+    header = (f"{'bits':>4} {'hyp2 s':>7} {'eval_all s':>10} {'faiss s':>8} {'hyp2/faiss':>10} "
+              f"{'loop s':>7} {'loop/hyp2':>9} {'mem MB':>7} {'all MB':>7} {'exact':>5}  mAP")
+    print(header)
+    for bits in args.bits:
+        r = run_bits(bits, args, ql, dl, faiss)
+        rows.append(r)
+        fs, nan = r.get("faiss_search_s"), float("nan")
+        exact = r["exact_vs_stable_reference"] and r.get("same_topk_distances_as_faiss", True)
+        print(f"{bits:>4} {r['hyp2_s']:>7.3f} {r['evaluate_all_s']:>10.3f} "
+              f"{fs if fs else nan:>8.3f} {r['hyp2_s'] / fs if fs else nan:>10.3f} "
+              f"{r['loop_s']:>7.1f} {r['loop_s'] / r['hyp2_s']:>9.0f} "
+              f"{r['map_bytes'] / 2**20:>7.0f} {r['evaluate_all_bytes'] / 2**20:>7.0f} "
+              f"{'yes' if exact else 'NO':>5}  {r['hyp2_map']:.6f}"
+              + (f" (faiss {r['faiss_map']:.6f})" if fs else ""), flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print("targets: hyp2 <= 0.5x faiss search, >= 50x faster than the loop, peak extra memory "
+          "<= 1 GB, exact stable ties")
+    ok = all(r["exact_vs_stable_reference"] and r.get("same_topk_distances_as_faiss", True)
+             and r["hyp2_s"] * 50 <= r["loop_s"] and r["map_bytes"] <= 2**30
+             and r["evaluate_all_bytes"] <= 2**30
+             and ("faiss_search_s" not in r or r["hyp2_s"] <= 0.5 * r["faiss_search_s"])
+             for r in rows)
+    if args.quick:
+        print("(the targets are for the full NUS-WIDE-scale run, without --quick)")
+    print("all targets met" if ok else "some target missed")
+    if args.json:
+        atomic_write_json(args.json, {"queries": args.queries, "database": args.database,
+                                      "topk": args.topk, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
