@@ -43,7 +43,9 @@ def make_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int,
                 pin_memory: bool = False, sampler=None) -> DataLoader:
     """A DataLoader; the training one shuffles with a generator seeded by ``seed`` (or uses
     ``sampler``, e.g. a DistributedSampler). Workers persist across epochs."""
-    gen = torch.Generator().manual_seed(seed) if train else None
+    # Every loader gets its own generator: a DataLoader without one draws its workers' base seed
+    # from the global RNG, so evaluating would shift the training augmentation that follows.
+    gen = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       num_workers=workers, generator=gen, worker_init_fn=_seed_worker if workers else None,
                       pin_memory=pin_memory, drop_last=False, persistent_workers=workers > 0)

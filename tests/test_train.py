@@ -84,3 +84,12 @@ def test_non_finite_loss_stops_with_epoch_and_step():
     opt = make_optimizer(model, loss, 0.01, 0.01)
     with pytest.raises(UserError, match="at epoch 4, step 1"):
         train_one_epoch(model, loss, make_loader(split, 8, train=True, workers=0), opt, "cpu", epoch=4)
+
+
+def test_evaluation_loaders_leave_the_training_rng_alone():
+    split = tiny_split()
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    for _ in make_loader(split.with_transform(image_transform(16, False)), 8, train=False, workers=0):
+        pass
+    assert torch.equal(torch.get_rng_state(), before)

@@ -28,7 +28,7 @@ DEMO_SEED = 20220710  # fixed: the demo data never changes with --seed
 NUM_TRAIN, NUM_QUERY = 2000, 500
 
 DEFAULTS = {"backbone": "small", "epochs": 15, "batch_size": 50,
-            "eval_every": 5, "pretrained": False, "workers": 0}
+            "eval_every": 1, "pretrained": False, "workers": 0}
 
 
 def generate(num_images: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
