@@ -147,6 +147,8 @@ def _train(config: Config, d: Dist, device: torch.device) -> float:
             + f", {config.backbone} at {config.image_size}px on {device}"
             + (f" x {d.world_size} processes" if d.enabled else ""))
     rec.log(f"config: {config.to_dict()}", echo=False)
+    if config.amp and not cuda:
+        rec.log("--amp: bf16 autocast is used on CUDA only; this run on the CPU is in float32")
 
     def evaluate() -> float:
         q, ql = encode_split(model, data.query, config, device, d, "encode query")

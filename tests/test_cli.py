@@ -58,6 +58,24 @@ def test_train_writes_checkpoint_log_and_json_then_test_prints_the_same_map(trai
     assert len(data["history"]) == 2  # --test keeps the training history
 
 
+def test_test_with_plots_and_export_writes_figures_and_codes(trained, tmp_path, capsys):
+    import numpy as np
+    result, out = trained
+    work = tmp_path / "r"
+    shutil.copytree(result, work)
+    assert main(TINY + ["--result_dir", str(work), "--test", "--plots", "--export_codes"]) == 0
+    assert printed_map(capsys.readouterr().out) == printed_map(out)
+    for name in ("topn", "pr", "convergence", "tsne"):
+        assert (work / f"demo_small_16_{name}.png").stat().st_size > 10_000
+    codes = np.load(work / "demo_small_16_codes.npz", allow_pickle=False)
+    assert codes["codes"].shape == (120, 2) and codes["labels"].shape == (120, 8)
+    sample = np.load(work / "demo_small_16_sample.npz", allow_pickle=False)
+    assert set(np.unique(sample["db_codes"])) <= {-1, 1}
+    assert json.loads((work / "demo_small_16.json").read_text())["test"]["codes_sample"] == "demo_small_16_sample.npz"
+    assert main(TINY + ["--result_dir", str(work), "--test", "--plots", "--no_save"]) == 2
+    assert "--plots writes files beside the checkpoint; drop --no_save" in capsys.readouterr().err
+
+
 def test_no_save_writes_nothing(tmp_path, capsys):
     out = tmp_path / "nothing"
     assert main(TINY[:-4] + ["--epochs", "1", "--result_dir", str(out), "--no_save", "--hash_bit", "8"]) == 0
