@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Sequence
 
 from .config import Config
-from .errors import UserError
+from .errors import UserError, run_command
 
 #: Official defaults of the flags whose default a dataset may change (``DatasetInfo.defaults``).
 GLOBAL_DEFAULTS = {"backbone": "googlenet", "epochs": 100, "batch_size": 100, "eval_every": 5,
@@ -164,26 +163,12 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
     )
 
 
-def _one_line(e: UserError) -> str:
-    # An error raised in a DataLoader worker comes back re-raised with the worker's traceback as
-    # its message; its last line is ours.
-    text = str(e).strip()
-    if "\n" in text:
-        text = text.splitlines()[-1]
-        text = text.removeprefix(f"{UserError.__module__}.{UserError.__qualname__}: ")
-    return text
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Returns the process exit status (0 ok, 2 user error, 130 interrupted)."""
-    try:
+
+    def body():
         config = parse_config(argv)
         from .experiment import run
         run(config)
-        return 0
-    except UserError as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+
+    return run_command(body)

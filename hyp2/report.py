@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import UserError
+from .errors import UserError, run_command
 from .io import atomic_write_text
 from .paper import PAPER_HYP2, paper_result
 from .plots import (FORMATS, TSNE_COLOUR_RULE, backbone_title, load_run, plot_convergence,
@@ -299,18 +299,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (0 done, 2 bad input)."""
     args = _parser().parse_args(argv)
-    try:
+
+    def body():
         report = build_report(args.runs, args.out, tsne=args.tsne, num_queries=args.tsne_queries,
                               neighbours=args.tsne_neighbours, seed=args.seed,
                               formats=FORMATS if args.pdf else ("png",))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for note in report.notes:
-        print(f"note: {note}")
-    print(f"wrote {len(report.files)} files to {args.out}: "
-          + ", ".join(f.name for f in report.files))
-    return 0
+        for note in report.notes:
+            print(f"note: {note}")
+        print(f"wrote {len(report.files)} files to {args.out}: "
+              + ", ".join(f.name for f in report.files))
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import UserError, run_command
 from .io import atomic_save, atomic_write_bytes
 from .metrics import hamming_ranking, pack_codes
 
@@ -392,15 +392,7 @@ def run(argv: Sequence[str] | None = None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m hyp2.search``: 0 ok, 2 user error (one ``error: ...`` line),
     130 interrupted."""
-    try:
-        run(argv)
-        return 0
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(lambda: run(argv))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, run_command
 from ..io import atomic_write_json, atomic_write_text
 from ._cache import maybe_cache
 from ._lists import ImageFiles, read_class_names, require_files
@@ -238,18 +238,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num_images", type=int, default=NUM_IMAGES,
                    help="number of images in the collection (default: %(default)s)")
     args = parser.parse_args(argv)
-    try:
+
+    def body():
         counts = prepare(args.annotations, args.out, args.num_images)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {counts['images']} images x {counts['classes']} labels to {counts['out']} "
-          f"(img.txt, targets.txt, classes.txt); {counts['dropped']} of {args.num_images} images had no label "
-          f"and were left out")
-    if counts["classes"] != len(CLASSES):
-        print(f"note: the official annotation folder has {len(CLASSES)} label files, this one has "
-              f"{counts['classes']}", file=sys.stderr)
-    return 0
+        print(f"wrote {counts['images']} images x {counts['classes']} labels to {counts['out']} "
+              f"(img.txt, targets.txt, classes.txt); {counts['dropped']} of {args.num_images} images "
+              f"had no label and were left out")
+        if counts["classes"] != len(CLASSES):
+            print(f"note: the official annotation folder has {len(CLASSES)} label files, this one has "
+                  f"{counts['classes']}", file=sys.stderr)
+
+    return run_command(body)
 
 
 if __name__ == "__main__":
