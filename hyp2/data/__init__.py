@@ -5,26 +5,15 @@ every module here not starting with ``_`` is imported on first use of the regist
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from .._plugins import import_submodules
 from .base import (DataOptions, DatasetInfo, LabelledImages, RetrievalData, _REGISTRY,
                    image_transform)
 
 __all__ = ["DataOptions", "DatasetInfo", "LabelledImages", "RetrievalData", "build_dataset",
            "dataset_info", "dataset_names", "image_transform"]
 
-_loaded = False
-
-
 def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for mod in pkgutil.iter_modules(__path__):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{mod.name}")
-    _loaded = True
+    import_submodules(__name__)
 
 
 def dataset_names() -> list[str]:

@@ -3,24 +3,15 @@ live one per module beside it. Every module here not starting with ``_`` is impo
 of the registry, so a new loss is one new file calling :func:`register_loss`."""
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from .._plugins import import_submodules
 from .base import HashLoss, LossSpec, _LOSSES, register_loss
 from .hyp2 import HyP2Loss
 
 __all__ = ["HashLoss", "HyP2Loss", "LossSpec", "build_loss", "loss_names", "register_loss"]
 
-_loaded = False
-
 
 def _load_all() -> None:
-    global _loaded
-    if not _loaded:
-        for mod in pkgutil.iter_modules(__path__):
-            if not mod.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{mod.name}")
-        _loaded = True
+    import_submodules(__name__)
 
 
 def loss_names() -> list[str]:
