@@ -12,6 +12,7 @@ from .base import (DataOptions, DatasetInfo, LabelledImages, RetrievalData, _REG
 __all__ = ["DataOptions", "DatasetInfo", "LabelledImages", "RetrievalData", "build_dataset",
            "dataset_info", "dataset_names", "image_transform"]
 
+
 def _load_all() -> None:
     import_submodules(__name__)
 
