@@ -160,3 +160,19 @@ def test_errors_raised_in_dataloader_workers_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert "broken.jpg" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ("state_dict", "is not a hyp2 checkpoint (the official code's .ckpt files hold only"),
+    ("garbage", "cannot read checkpoint"),
+])
+def test_foreign_or_corrupt_checkpoint_is_one_line(tmp_path, capsys, content, fragment):
+    path = tmp_path / "demo_small_48.ckpt"
+    if content == "state_dict":  # what the official code saves: the network's bare state dict
+        from hyp2.models import build_model
+        torch.save(build_model("small", 48, pretrained=False).state_dict(), path)
+    else:
+        path.write_bytes(b"\x80\x02truncated")
+    assert main(["--dataset", "demo", "--result_dir", str(tmp_path), "--test"]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1
