@@ -3,8 +3,10 @@
 ``torchrun --nproc_per_node N retrieval.py ...`` sets RANK / WORLD_SIZE / LOCAL_RANK; this module
 turns them into a :class:`Dist` handle. One process per GPU (NCCL), or per CPU process (gloo) for
 tests. The global batch stays ``--batch_size``: each rank takes ``batch_size / world_size``.
-Evaluation encodes a contiguous shard of the query and database splits on every rank and gathers
-them; logging and saving happen on rank 0 only.
+The loss is computed on the gathered global batch (:func:`gather_batch`), so it equals the
+single-process loss except for BatchNorm statistics, which stay per rank. Evaluation encodes a
+contiguous shard of the query and database splits on every rank and gathers them; logging and
+saving happen on rank 0 only.
 """
 from __future__ import annotations
 
@@ -79,6 +81,36 @@ def gather_rows(x: torch.Tensor, n: int, d: Dist) -> torch.Tensor:
     dist.all_gather(parts, padded.contiguous())
     out = [p[: len(shard(n, Dist(r, d.world_size)))] for r, p in enumerate(parts)]
     return torch.cat(out)
+
+
+def gather_batch(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Concatenate every rank's (b, ...) batch into the global (W·b, ...) batch, differentiably.
+
+    Every rank then computes the loss of the *global* batch, as one process would: HyP²'s means
+    and pairs span all ranks' samples. Gradients flow back to each rank's own slice; with DDP's
+    averaging over ranks the network gets exactly the global loss's gradient (each of the W
+    identical losses sends W·∂L/∂h_r to rank r, and DDP divides by W). Ranks' batches must have
+    equal sizes, which a DistributedSampler guarantees.
+    """
+    return _GatherBatch.apply(x, d) if d.enabled else x
+
+
+class _GatherBatch(torch.autograd.Function):
+    # all_gather forward; backward sums the global gradient over ranks (all_reduce, which every
+    # backend has) and keeps this rank's slice.
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, d: Dist) -> torch.Tensor:
+        ctx.rank, ctx.rows = d.rank, x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(d.world_size)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows], None
 
 
 def average_gradients(params, d: Dist) -> None:

@@ -3,6 +3,7 @@ best checkpoint, or (``--test``) reload it and write every retrieval metric."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,8 @@ from .losses import HashLoss, build_loss
 from .metrics import mean_average_precision
 from .models import build_model
 from .results import RunFiles, RunRecorder, check_compatible, load_checkpoint, save_checkpoint
-from .distributed import (Dist, all_agree, average_gradients, barrier, broadcast_float, gather_rows,
-                          init_from_env, per_rank_batch, shard, shutdown)
+from .distributed import (Dist, all_agree, average_gradients, barrier, broadcast_float, gather_batch,
+                          gather_rows, init_from_env, per_rank_batch, shard, shutdown)
 from .train import (fit, make_loader, make_optimizer, make_scheduler, rng_state, seed_everything,
                     set_rng_state)
 
@@ -84,7 +85,11 @@ def encode_split(model, dataset, config: Config, device, d: Dist, desc: str):
 def run_train(config: Config) -> float:
     d, device_name = init_from_env(config.device)
     try:
-        return _train(config, d, torch.device(device_name))
+        best = _train(config, d, torch.device(device_name))
+        if d.enabled:
+            gc.collect()  # a DDP module still alive at destroy_process_group can abort (gloo)
+            barrier(d)  # and no rank tears the group down while another still talks to it
+        return best
     finally:
         shutdown(d)
 
@@ -190,8 +195,10 @@ def _train(config: Config, d: Dist, device: torch.device) -> float:
             atomic_save(last_path, lambda fh: torch.save(payload, fh))
             rec.write()
 
-    step_options = {"amp": config.amp, "channels_last": cuda,
-                    "after_backward": (lambda: average_gradients(loss_fn.parameters(), d)) if d.enabled else None}
+    step_options = {"amp": config.amp, "channels_last": cuda}
+    if d.enabled:
+        step_options.update(gather=lambda t: gather_batch(t, d),
+                            after_backward=lambda: average_gradients(loss_fn.parameters(), d))
     fit(net, loss_fn, train_loader, optimizer=optimizer, scheduler=scheduler, device=device,
         epochs=config.epochs, eval_every=config.eval_every, evaluate=evaluate,
         on_epoch=on_epoch, on_evaluation=on_evaluation, on_epoch_end=on_epoch_end,

@@ -75,12 +75,14 @@ class EpochStats:
 def train_one_epoch(model: nn.Module, loss_fn: HashLoss, loader: DataLoader,
                     optimizer: torch.optim.Optimizer, device: torch.device | str,
                     epoch: int, desc: str = "", amp: bool = False, channels_last: bool = False,
-                    after_backward: Callable[[], None] | None = None) -> EpochStats:
+                    after_backward: Callable[[], None] | None = None,
+                    gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> EpochStats:
     """One pass over ``loader``.
 
     ``amp`` runs the network under bf16 autocast on CUDA (the loss stays float32);
     ``channels_last`` feeds NHWC images; ``after_backward`` runs between backward and the
-    optimiser step (multi-process training averages the loss's gradients there). Stops with a
+    optimiser step (multi-process training averages the loss's gradients there); ``gather``
+    maps the local outputs and labels to the global batch's before the loss (multi-process). Stops with a
     :class:`UserError` on a non-finite loss, naming the epoch and step (the checkpoints on disk
     are the last good ones).
     """
@@ -98,8 +100,10 @@ def train_one_epoch(model: nn.Module, loss_fn: HashLoss, loader: DataLoader,
             images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(device, non_blocking=True)
         with autocast:
-            h = model(images)
-        loss = loss_fn(h.float(), labels)
+            h = model(images).float()
+        if gather is not None:
+            h, labels = gather(h), gather(labels)
+        loss = loss_fn(h, labels)
         value = loss.item()
         if not math.isfinite(value):
             raise UserError(f"the loss became {value} at epoch {epoch}, step {step}; lower the learning "
