@@ -21,6 +21,18 @@ GLOBAL_DEFAULTS = {"backbone": "googlenet", "epochs": 100, "batch_size": 100, "e
                    "pretrained": True, "workers": 4, "hash_bit": 48}
 
 
+class _Help(argparse.HelpFormatter):
+    # Show a default only where it is a value and the help does not state it already
+    # (defaults that depend on the dataset or backbone are spelled out in the help text).
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        shown = default is not None and default is not False and default != argparse.SUPPRESS
+        if shown and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + line
         raise UserError(f"{message} (see --help)")
@@ -29,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="retrieval.py", description="HyP² deep hashing for multi-label image retrieval: "
                 "train (default) or evaluate a saved checkpoint (--test).",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                formatter_class=_Help)
     off = p.add_argument_group("official flags")
     off.add_argument("--dataset", default="voc2007", help="voc2007, voc2012, flickr, nuswide, custom or demo")
     off.add_argument("--backbone", default=None,
@@ -56,11 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     ours.add_argument("--no_pretrained", action="store_true", help="start from random weights")
     ours.add_argument("--weights", type=Path, default=None,
                       help="local torchvision ImageNet state dict of the backbone (offline machines)")
-    ours.add_argument("--zeta", type=float, default=None, help="override ζ (default: from the code table)")
-    ours.add_argument("--eval_every", type=int, default=None, help="evaluate every N epochs (and after the last)")
+    ours.add_argument("--zeta", type=float, default=None, help="override ζ; default from the code table")
+    ours.add_argument("--eval_every", type=int, default=None, help="evaluate every N epochs (and after the last); default 5 (demo: 1)")
     ours.add_argument("--subset", type=int, default=0,
                       help="use only the first N images of each split (quick smoke tests); 0 = all")
-    ours.add_argument("--loss", default="hyp2", help="hashing loss (hyp2 or a baseline; see README)")
+    ours.add_argument("--loss", default="hyp2",
+                      help="hyp2, or a baseline: dhn, hashnet, csq, idhn, dpsh, proxy_anchor, orthohash")
     ours.add_argument("--lr", type=float, default=None,
                       help="network learning rate; default per backbone: googlenet 0.02, alexnet 0.01, "
                            "resnet 0.02, small 0.02")
