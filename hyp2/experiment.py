@@ -271,6 +271,7 @@ def run_test(config: Config) -> float:
     database = encode(model, make_loader(data.database, config.batch_size, train=False,
                                          workers=config.workers, pin_memory=pin), device, "encode database")
     results = full_evaluation(query, database, topk)
+    results["checkpoint_epoch"] = meta.get("epoch")
     rec = RunRecorder.for_test(files, header(config, data, topk), save=config.save)
     if config.save:
         sample = files.path("_sample.npz")

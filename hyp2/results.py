@@ -95,7 +95,9 @@ class RunRecorder:
         self.files, self.save, self.verbose = files, save, verbose
         self.data: dict[str, Any] = {"schema": JSON_SCHEMA, **header, "history": [], "best": None}
         if resume_json and files.json.is_file():
-            self.data.update({k: v for k, v in read_json(files.json).items() if k in ("history", "best", "test")})
+            # Training's record stays as it was, its config included; --test only adds "test".
+            self.data.update({k: v for k, v in read_json(files.json).items()
+                              if k in ("history", "best", "test", "config")})
 
     @classmethod
     def for_test(cls, files: RunFiles, header: dict[str, Any], save: bool) -> "RunRecorder":

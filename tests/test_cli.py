@@ -55,7 +55,9 @@ def test_train_writes_checkpoint_log_and_json_then_test_prints_the_same_map(trai
     assert printed_map(capsys.readouterr().out) == best
     data = json.loads((work / f"{run}.json").read_text())
     assert data["test"]["map"] == float(best)
-    assert len(data["history"]) == 2  # --test keeps the training history
+    assert data["test"]["checkpoint_epoch"] == data["best"]["epoch"]
+    assert len(data["history"]) == 2  # --test keeps the training history ...
+    assert data["config"]["test"] is False  # ... and the training config
 
 
 def test_test_with_plots_and_export_writes_figures_and_codes(trained, tmp_path, capsys):
