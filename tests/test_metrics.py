@@ -500,3 +500,25 @@ def test_single_item_database_and_no_labels():
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("k_bits", [12, 48, 130])
+def test_cuda_codes_give_the_cpu_results(k_bits):
+    # When the codes are CUDA tensors the metrics run there (float16 matmul): the same numbers.
+    g = torch.Generator().manual_seed(k_bits)
+    q = torch.randn(70, k_bits, generator=g)
+    d = torch.randn(3001, k_bits, generator=g)
+    d[1000:1500] = d[:500]  # exact duplicates: ties
+    ql = (torch.rand(70, 9, generator=g) < 0.3).float()
+    dl = (torch.rand(3001, 9, generator=g) < 0.3).float()
+    cpu = M.evaluate_all(q, d, ql, dl, topk=1000)
+    gpu = M.evaluate_all(q.cuda(), d.cuda(), ql.cuda(), dl.cuda(), topk=1000)
+    assert gpu["map"] == pytest.approx(cpu["map"], abs=1e-9)
+    for section, key in (("precision_at_n", "precision"), ("recall_at_n", "recall"),
+                         ("pr_curve", "precision"), ("pr_curve", "recall")):
+        assert gpu[section][key] == pytest.approx(cpu[section][key], abs=1e-9)
+    idx_cpu, dist_cpu = M.hamming_ranking(q, d, topk=500)
+    idx_gpu, dist_gpu = M.hamming_ranking(q.cuda(), d.cuda(), topk=500)
+    assert np.array_equal(np.asarray(idx_cpu), np.asarray(torch.as_tensor(idx_gpu).cpu()))
+    assert np.array_equal(np.asarray(dist_cpu), np.asarray(torch.as_tensor(dist_gpu).cpu()))
