@@ -254,7 +254,7 @@ def run_test(config: Config) -> float:
     check_compatible(files.checkpoint, meta, {"dataset": config.dataset, "backbone": config.backbone,
                                               "hash_bit": config.hash_bit, "loss": config.loss})
     data = load_data(config)
-    check_compatible(files.checkpoint, meta, {"num_classes": data.num_classes})
+    check_compatible(files.checkpoint, meta, {"num_classes": data.num_classes, "classes": list(data.classes)})
     topk = protocol_topk(config, data)
     model = build_model(config.backbone, config.hash_bit, pretrained=False)
     loss_fn = make_loss(config, data.num_classes)

@@ -80,10 +80,16 @@ def check_compatible(path: Path, meta: dict[str, Any], expected: dict[str, Any])
     """Refuse a checkpoint whose ``meta`` differs from ``expected`` (the current flags) on any key."""
     for key, want in expected.items():
         have = meta.get(key)
-        if have != want:
-            flag = {"num_classes": "--dataset", "classes": "--dataset"}.get(key, f"--{key}")
-            raise UserError(f"checkpoint {path} was trained with {key}={have!r} but this run has "
-                            f"{key}={want!r}; pass {flag} {have} to use it, or train a new one")
+        if have == want:
+            continue
+        if key in ("num_classes", "classes"):
+            def show(v):
+                return f"{len(v)} classes ({', '.join(map(str, v[:4]))}{', ...' if len(v) > 4 else ''})" \
+                    if isinstance(v, list) else f"{v} classes"
+            raise UserError(f"checkpoint {path} was trained on {show(have)} but this dataset has "
+                            f"{show(want)}; evaluate it on the data it was trained on, or train a new one")
+        raise UserError(f"checkpoint {path} was trained with {key}={have!r} but this run has "
+                        f"{key}={want!r}; pass --{key} {have} to use it, or train a new one")
 
 
 class RunRecorder:

@@ -178,3 +178,21 @@ def test_foreign_or_corrupt_checkpoint_is_one_line(tmp_path, capsys, content, fr
     assert main(["--dataset", "demo", "--result_dir", str(tmp_path), "--test"]) == 2
     err = capsys.readouterr().err
     assert fragment in err and err.count("\n") == 1
+
+
+def test_checkpoint_of_other_classes_is_refused(tmp_path, capsys):
+    from PIL import Image
+    root = tmp_path / "custom"
+    root.mkdir()
+    for i in range(6):
+        Image.new("RGB", (20, 20), (40 * i, 0, 0)).save(root / f"{i}.jpg")
+    for split in ("train", "test", "database"):
+        (root / f"{split}.txt").write_text("".join(f"{i}.jpg {i % 2} {1 - i % 2} 1\n" for i in range(6)))
+    common = ["--dataset", "custom", "--data_root", str(root), "--backbone", "small", "--epochs", "1",
+              "--batch_size", "3", "--workers", "0", "--hash_bit", "8", "--result_dir", str(tmp_path / "r")]
+    assert main(common) == 0
+    (root / "classes.txt").write_text("cat\ndog\nbird\n")  # same count, other names
+    capsys.readouterr()
+    assert main(common + ["--test"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on 3 classes (class0, class1, class2) but this dataset has 3 classes (cat, dog, bird)" in err
