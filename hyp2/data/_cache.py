@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -33,7 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..io import atomic_write_json
+from ..io import atomic_path, atomic_write_json
 from .base import DataOptions, LabelledImages, RetrievalData
 
 CACHE_VERSION = 1
@@ -130,9 +129,7 @@ def build_cache(split: LabelledImages, data: Path, size: int, workers: int | Non
         raise UserError(f"--cache needs {nbytes / 2**30:.1f} GiB for {desc} in {data.parent} but only "
                         f"{free / 2**30:.1f} GiB are free; free some space or run without --cache")
     workers = workers or min(8, os.cpu_count() or 1)
-    fd, tmp = tempfile.mkstemp(prefix=f".{data.name}.", suffix=".tmp", dir=data.parent)
-    os.close(fd)
-    try:
+    with atomic_path(data) as tmp:
         array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, size, size, 3))
         chunk = 64
         chunks = [range(s, min(s + chunk, n)) for s in range(0, n, chunk)]
@@ -148,13 +145,6 @@ def build_cache(split: LabelledImages, data: Path, size: int, workers: int | Non
                 raise
         array.flush()
         del array
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, data)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def cached_split(split: LabelledImages, root: Path, dataset: str, split_name: str, size: int,
