@@ -36,14 +36,6 @@ def encode(model: nn.Module, loader: DataLoader, device: torch.device | str,
     return torch.cat(outs), torch.cat(labs)
 
 
-def evaluate_map(model: nn.Module, query_loader: DataLoader, db_loader: DataLoader,
-                 device: torch.device | str, topk: int | None) -> float:
-    """mAP@topk of the query split against the database split (``topk=None``: whole database)."""
-    q, ql = encode(model, query_loader, device, "encode query")
-    d, dl = encode(model, db_loader, device, "encode database")
-    return metrics.mean_average_precision(q, d, ql, dl, topk=topk)
-
-
 def full_evaluation(query: tuple[torch.Tensor, torch.Tensor], database: tuple[torch.Tensor, torch.Tensor],
                     topk: int | None) -> dict[str, Any]:
     """Every metric of the run JSON's ``test`` section, from encoded (outputs, labels) pairs."""

@@ -70,12 +70,6 @@ PAPER_HYP2: Mapping[str, PaperResult] = MappingProxyType({
                        {16: 0.841, 32: 0.903, 48: 0.917, 64: 0.925}, _TABLE_VOC),
 })
 
-#: The paper's Top-N axis: N = 100, 200, …, 1,000 returned images.
-PAPER_TOPN = tuple(range(100, 1001, 100))
-#: Settings of the paper's convergence figure (datasets, hash bits, backbone).
-PAPER_CONVERGENCE = {"datasets": ("flickr", "nuswide"), "hash_bit": 48, "backbone": "alexnet"}
-#: Settings of the paper's t-SNE figure.
-PAPER_TSNE = {"dataset": "voc2007", "hash_bit": 48}
 
 
 def paper_result(dataset: str) -> PaperResult | None:

@@ -31,7 +31,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _seed_worker(worker_id: int) -> None:
+def _seed_worker(_worker_id: int) -> None:
     # torch seeds each worker from the loader's generator; derive python/numpy seeds from it so
     # anything a transform draws is reproducible too.
     s = torch.initial_seed() % 2**32

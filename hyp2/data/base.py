@@ -7,7 +7,6 @@ DataLoader workers; nothing holds a whole dataset decoded in memory.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -162,7 +161,3 @@ def register(name: str, description: str, defaults: dict[str, Any] | None = None
         return build
 
     return deco
-
-
-def replace(options: DataOptions, **changes) -> DataOptions:
-    return dataclasses.replace(options, **changes)
