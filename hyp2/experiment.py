@@ -236,8 +236,9 @@ def _restore(path, config, data, model, loss_fn, optimizer, scheduler, generator
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"], generator)
     epoch = int(state["epoch"])
-    # Evaluations after this epoch (a kill between saving the JSON and this file) are redone.
-    rec.data["history"] = [h for h in state["history"] if h["epoch"] <= epoch]
+    # The history saved with this state is authoritative: the JSON is only written after it, so an
+    # evaluation the killed run recorded in the JSON alone is dropped here and redone.
+    rec.data["history"] = state["history"]
     rec.data["best"] = state["best"]
     rec.write()
     return epoch + 1, float(state["train_seconds"])
