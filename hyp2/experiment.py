@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from .config import Config
 from .data import DataOptions, RetrievalData, build_dataset
@@ -73,13 +73,18 @@ def header(config: Config, data: RetrievalData, topk: int) -> dict[str, Any]:
             "num_classes": data.num_classes, "topk": topk, "config": config.to_dict()}
 
 
-def encode_split(model, dataset, config: Config, device, d: Dist, desc: str):
-    """Encode a split, sharded across ranks under torchrun and gathered, in dataset order."""
+def eval_loader(dataset, config: Config, device: torch.device, d: Dist = Dist()) -> DataLoader:
+    """The loader encoding a split — this rank's contiguous shard under torchrun — built once per run
+    so its workers are reused by every evaluation."""
     part = Subset(dataset, shard(len(dataset), d)) if d.enabled else dataset
-    loader = make_loader(part, config.batch_size, train=False, workers=config.workers,
-                         pin_memory=torch.device(device).type == "cuda")
+    return make_loader(part, config.batch_size, train=False, workers=config.workers,
+                       pin_memory=device.type == "cuda")
+
+
+def encode_split(model, loader: DataLoader, size: int, device, d: Dist, desc: str):
+    """Encode a split through its :func:`eval_loader`, gathered from all ranks, in dataset order."""
     out, labels = encode(model, loader, device, desc)
-    return gather_rows(out, len(dataset), d), gather_rows(labels, len(dataset), d)
+    return gather_rows(out, size, d), gather_rows(labels, size, d)
 
 
 def run_train(config: Config) -> float:
@@ -131,6 +136,8 @@ def _train(config: Config, d: Dist, device: torch.device) -> float:
                if d.enabled else None)
     train_loader = make_loader(data.train, per_rank_batch(config.batch_size, d), train=True,
                                workers=config.workers, seed=config.seed, pin_memory=cuda, sampler=sampler)
+    query_loader = eval_loader(data.query, config, device, d)
+    db_loader = eval_loader(data.database, config, device, d)
     optimizer = make_optimizer(model, loss_fn, config.lr, config.rate)
     scheduler = make_scheduler(optimizer)
 
@@ -156,8 +163,8 @@ def _train(config: Config, d: Dist, device: torch.device) -> float:
         rec.log("--amp: bf16 autocast is used on CUDA only; this run on the CPU is in float32")
 
     def evaluate() -> float:
-        q, ql = encode_split(model, data.query, config, device, d, "encode query")
-        db, dl = encode_split(model, data.database, config, device, d, "encode database")
+        q, ql = encode_split(model, query_loader, len(data.query), device, d, "encode query")
+        db, dl = encode_split(model, db_loader, len(data.database), device, d, "encode database")
         m = mean_average_precision(q, db, ql, dl, topk=topk) if d.is_main else 0.0
         return broadcast_float(m, d, device)
 
@@ -266,11 +273,8 @@ def run_test(config: Config) -> float:
         raise UserError(f"checkpoint {files.checkpoint} does not fit --backbone {config.backbone} "
                         f"--hash_bit {config.hash_bit} ({type(e).__name__}); retrain or pass its flags") from None
     model.to(device)
-    pin = device.type == "cuda"
-    query = encode(model, make_loader(data.query, config.batch_size, train=False, workers=config.workers,
-                                      pin_memory=pin), device, "encode query")
-    database = encode(model, make_loader(data.database, config.batch_size, train=False,
-                                         workers=config.workers, pin_memory=pin), device, "encode database")
+    query = encode(model, eval_loader(data.query, config, device), device, "encode query")
+    database = encode(model, eval_loader(data.database, config, device), device, "encode database")
     results = full_evaluation(query, database, topk)
     results["checkpoint_epoch"] = meta.get("epoch")
     rec = RunRecorder.for_test(files, header(config, data, topk), save=config.save)
