@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     for loss in args.losses.split(","):
         start = time.perf_counter()
         print(f"== {loss}", flush=True)
-        if retrieval(common + ["--loss", loss, "--overwrite"]) != 0 or retrieval(common + ["--loss", loss, "--test"]) != 0:
+        trained = retrieval(common + ["--loss", loss, "--overwrite"]) == 0
+        if not trained or retrieval(common + ["--loss", loss, "--test"]) != 0:
             print(f"{loss}: failed, see above", file=sys.stderr)
             return 1
         found = sorted(runs.glob(f"{args.dataset}_*_{args.hash_bit}{'' if loss == 'hyp2' else '_' + loss}.json"))

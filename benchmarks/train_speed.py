@@ -454,14 +454,16 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
 
 def format_table(results: dict[str, dict]) -> list[str]:
     head = (f"{'variant':<12} {'images/s':>9} {'vs model':>9} {'data wait':>9} {'dataset s':>9} "
-            f"{'1st step s':>10} {'CPU use':>7} {'main RSS':>8} {'+workers':>8} {'RSS sum':>8} {'PSS sum':>8} {'GPU':>7}")
+            f"{'1st step s':>10} {'CPU use':>7} {'main RSS':>8} {'+workers':>8} {'RSS sum':>8} "
+            f"{'PSS sum':>8} {'GPU':>7}")
     lines = [head]
     for name, r in results.items():
         if name == "cache_build":
             continue
         lines.append(f"{LABELS[name]:<12} {r['images_per_s']:>9.1f} {_fmt(r.get('vs_model'), '.2f'):>9} "
                      f"{r['data_wait'] * 100:>8.0f}% {r['dataset_s']:>9.2f} {r['first_step_s']:>10.2f} "
-                     f"{r['main_cpu_use']:>7.2f} {r['peak_main_rss_mib']:>8.0f} {r['peak_workers_private_mib']:>8.0f} {r['peak_rss_sum_mib']:>8.0f} "
+                     f"{r['main_cpu_use']:>7.2f} {r['peak_main_rss_mib']:>8.0f} "
+                     f"{r['peak_workers_private_mib']:>8.0f} {r['peak_rss_sum_mib']:>8.0f} "
                      f"{r['peak_pss_sum_mib']:>8.0f} {_fmt(r['gpu_peak_mib'], '.0f'):>7}")
     if "cache_build" in results:
         c = results["cache_build"]
@@ -554,12 +556,13 @@ def _main(args: argparse.Namespace) -> int:
             print(line)
         print("images/s over the timed steps; vs model = images/s / model alone; data wait = share of the timed "
               "window spent waiting for the loader; dataset s = dataset construction (official: decoding every "
-              "image); 1st step s = from dataset construction to the end of the first step; CPU use = CPU seconds of the "
+              "image); 1st step s = from dataset construction to the end of the first step; "
+              "CPU use = CPU seconds of the "
               "training process per second of the timed window (on a CPU run, well under its thread count means "
               "the cores were busy elsewhere); memory, peak MiB: "
               "main RSS = the training process; +workers = the DataLoader workers' private pages; RSS/PSS sum = "
-              "over the process and its workers (sampled every 0.1 s); GPU = torch.cuda.max_memory_allocated" + (" (in-process: peaks carry over from earlier variants)"
-                                                    if args.in_process else ""))
+              "over the process and its workers (sampled every 0.1 s); GPU = torch.cuda.max_memory_allocated"
+              + (" (in-process: peaks carry over from earlier variants)" if args.in_process else ""))
         if args.json:
             settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                         if not k.startswith("_") and k not in ("json", "root")}

@@ -42,7 +42,7 @@ def test_torchrun_two_gloo_processes_train_the_demo(tmp_path):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
-        raise AssertionError(f"torchrun hung:\n{stderr[-3000:]}")
+        raise AssertionError(f"torchrun hung:\n{stderr[-3000:]}") from None
     assert proc.returncode == 0, stderr[-3000:]
     assert stdout.count("map: ") == 1, stdout  # rank 0 alone reports
     assert stdout.count("epoch 2: map") == 1
