@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .config import Config
-from .errors import UserError, run_command
+from .errors import ArgumentParser, UserError, resolve_device, run_command
 
 #: Official defaults of the flags whose default a dataset may change (``DatasetInfo.defaults``).
 GLOBAL_DEFAULTS = {"backbone": "googlenet", "epochs": 100, "batch_size": 100, "eval_every": 5,
@@ -33,13 +33,8 @@ class _Help(argparse.HelpFormatter):
         return text
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not usage + line
-        raise UserError(f"{message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="retrieval.py", description="HyP² deep hashing for multi-label image retrieval: "
+    p = ArgumentParser(prog="retrieval.py", description="HyP² deep hashing for multi-label image retrieval: "
                 "train (default) or evaluate a saved checkpoint (--test).",
                 formatter_class=_Help)
     off = p.add_argument_group("official flags")
@@ -69,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     ours.add_argument("--weights", type=Path, default=None,
                       help="local torchvision ImageNet state dict of the backbone (offline machines)")
     ours.add_argument("--zeta", type=float, default=None, help="override ζ; default from the code table")
-    ours.add_argument("--eval_every", type=int, default=None, help="evaluate every N epochs (and after the last); default 5 (demo: 1)")
+    ours.add_argument("--eval_every", type=int, default=None,
+                      help="evaluate every N epochs (and after the last); default 5 (demo: 1)")
     ours.add_argument("--subset", type=int, default=0,
                       help="use only the first N images of each split (quick smoke tests); 0 = all")
     ours.add_argument("--loss", default="hyp2",
@@ -107,8 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: Sequence[str] | None = None) -> Config:
     """Parse, fill dataset/backbone defaults, validate, and freeze. Raises :class:`UserError`."""
-    import torch
-
     from .data import dataset_info
     from .losses import loss_names
     from .models import BACKBONES
@@ -148,16 +142,7 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
     if args.zeta is not None and not -1.0 <= args.zeta <= 1.0:
         raise UserError(f"--zeta {args.zeta}: must lie in [-1, 1] (it is a cosine)")
 
-    if args.device is None:
-        device = f"cuda:{args.cuda}" if torch.cuda.is_available() else "cpu"
-    else:
-        device = args.device
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise UserError(f"--device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    device = str(resolve_device(args.device, cuda_index=args.cuda))
 
     pretrained = not args.no_pretrained and defaults["pretrained"] and backbone != "small"
     if args.weights is not None:
@@ -172,7 +157,8 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
         lr=spec.lr if args.lr is None else args.lr,
         voc_url=args.voc_url or os.environ.get("HYP2_VOC_URL") or None, check_md5=not args.no_md5,
         split_file=args.split_file, cache=args.cache, download=not args.no_download,
-        amp=args.amp, compile=args.compile, resume=args.resume, overwrite=args.overwrite, export_codes=args.export_codes, plots=args.plots,
+        amp=args.amp, compile=args.compile, resume=args.resume, overwrite=args.overwrite,
+        export_codes=args.export_codes, plots=args.plots,
     )
 
 

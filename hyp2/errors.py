@@ -1,9 +1,18 @@
-"""The one exception type that reaches users as a single line instead of a traceback, and the
-wrapper every command line uses to turn it into ``error: ...`` and exit status 2."""
+"""The one exception type that reaches users as a single line instead of a traceback, and what every
+command line shares: the wrapper that turns it into ``error: ...`` and exit status 2, an argument
+parser whose mistakes are one line too, a device resolver, and :func:`reason`, which condenses a
+library's (often multi-line) exception into the clause our messages quote."""
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
+
+#: longest library message quoted inside one of ours
+_REASON_CHARS = 200
+# How a DataLoader worker re-raises our error in the main process: the worker's traceback in
+# the message, our own line last, prefixed with the exception's qualified name.
+_WORKER_MARK = "Original Traceback"
 
 
 class UserError(Exception):
@@ -13,14 +22,39 @@ class UserError(Exception):
     """
 
 
+def reason(e: BaseException) -> str:
+    """``"TypeName: first meaningful line"`` of a library exception, at most about 200 characters.
+
+    Libraries put the cause first and advice after (torch.load's weights-only refusal, tarfile's
+    list of tried methods); the first non-empty line is the cause. Messages that only list causes
+    (``tarfile``'s "could not be opened successfully:" followed by one line per method) keep
+    their list, joined with "; ".
+    """
+    lines = [line.strip(" -") for line in str(e).splitlines() if line.strip(" -")]
+    if not lines:
+        text = ""
+    elif lines[0].endswith(":") and len(lines) > 1:
+        text = f"{lines[0]} {'; '.join(lines[1:])}"
+    else:
+        text = lines[0]
+    if len(text) > _REASON_CHARS:
+        text = text[:_REASON_CHARS - 1].rstrip() + "…"
+    name = type(e).__name__
+    return f"{name}: {text}" if text else name
+
+
 def one_line(e: UserError) -> str:
-    """The message of ``e`` as one line. An error raised in a DataLoader worker comes back
-    re-raised with the worker's traceback as its message; its last line is ours."""
+    """The message of ``e`` as one line.
+
+    An error raised in a DataLoader worker comes back re-raised with the worker's traceback as its
+    message; its last line is ours. Any other message with line breaks (a library's text quoted
+    whole) is joined into one line, so nothing that names a file or a reason is cut off.
+    """
     text = str(e).strip()
-    if "\n" in text:
+    if _WORKER_MARK in text:
         text = text.splitlines()[-1]
-        text = text.removeprefix(f"{UserError.__module__}.{UserError.__qualname__}: ")
-    return text
+        return text.removeprefix(f"{UserError.__module__}.{UserError.__qualname__}: ")
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def run_command(body: Callable[[], object]) -> int:
@@ -35,3 +69,45 @@ def run_command(body: Callable[[], object]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of every hyp2 command line: a mistake is one :class:`UserError` line naming the
+    command, not a usage block; a subcommand-less call names the subcommands."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def resolve_device(name: str | None, flag: str = "--device", cuda_index: int = 0):
+    """The ``torch.device`` a command runs on.
+
+    Args:
+        name: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; ``None`` means ``cuda:<cuda_index>`` when
+            CUDA is available, else the CPU.
+        flag: how messages name the option.
+        cuda_index: the device index of ``name=None`` (the official ``--cuda`` flag).
+
+    Raises:
+        UserError: an unknown device string, a device type this project does not run on (only
+            ``cpu`` and ``cuda`` are supported: ``meta`` tensors hold no data, and ``mps``/``xla``
+            are untested), CUDA requested without CUDA, or a CUDA index that does not exist.
+    """
+    import torch
+
+    if name is None:
+        return torch.device(f"cuda:{cuda_index}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise UserError(f"{flag} {name!r}: not a device ({reason(e)}); use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"{flag} {name}: hyp2 runs on cpu or cuda only (not {device.type}); use --device cpu "
+                        f"or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"{flag} {name}: CUDA is not available on this machine; use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and not 0 <= device.index < count:
+            raise UserError(f"{flag} {name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    return device

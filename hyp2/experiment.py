@@ -47,7 +47,8 @@ def load_data(config: Config) -> RetrievalData:
                                             for s in ("train", "query", "database")})
     for split in ("train", "query", "database"):
         if len(getattr(data, split)) == 0:
-            raise UserError(f"--dataset {config.dataset}: the {split} split is empty; check its files under {config.data_root}")
+            raise UserError(f"--dataset {config.dataset}: the {split} split is empty; check its files under "
+                            f"{config.data_root}")
     # Cache after subsetting, so a --subset smoke test never caches a whole dataset.
     return maybe_cache(data, dataclasses.replace(options, cache=config.cache))
 
@@ -64,7 +65,8 @@ def make_loss(config: Config, num_classes: int) -> HashLoss:
         return build_loss(config.loss, num_classes, config.hash_bit, seed=config.seed, beta=config.beta,
                           zeta=config.zeta)
     except ValueError as e:
-        raise UserError(f"--hash_bit {config.hash_bit} with {num_classes} classes (--loss {config.loss}): {e}") from None
+        raise UserError(f"--hash_bit {config.hash_bit} with {num_classes} classes (--loss {config.loss}): "
+                        f"{e}") from None
 
 
 def header(config: Config, data: RetrievalData, topk: int) -> dict[str, Any]:
@@ -73,10 +75,10 @@ def header(config: Config, data: RetrievalData, topk: int) -> dict[str, Any]:
             "num_classes": data.num_classes, "topk": topk, "config": config.to_dict()}
 
 
-def eval_loader(dataset, config: Config, device: torch.device, d: Dist = Dist()) -> DataLoader:
+def eval_loader(dataset, config: Config, device: torch.device, d: Dist | None = None) -> DataLoader:
     """The loader encoding a split — this rank's contiguous shard under torchrun — built once per run
     so its workers are reused by every evaluation."""
-    part = Subset(dataset, shard(len(dataset), d)) if d.enabled else dataset
+    part = Subset(dataset, shard(len(dataset), d)) if d is not None and d.enabled else dataset
     return make_loader(part, config.batch_size, train=False, workers=config.workers,
                        pin_memory=device.type == "cuda")
 
@@ -227,7 +229,8 @@ def _restore(path, config, data, model, loss_fn, optimizer, scheduler, generator
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        raise UserError(f"cannot read {path} ({type(e).__name__}); delete it to start over, or pass --overwrite") from None
+        raise UserError(f"cannot read {path} ({type(e).__name__}); delete it to start over, "
+                        f"or pass --overwrite") from None
     if not isinstance(state, dict) or state.get("format") != "hyp2-last":
         raise UserError(f"{path} is not a hyp2 resumable checkpoint; delete it or pass --overwrite")
     saved = state["config"]

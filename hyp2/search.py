@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .errors import UserError, run_command
+from .errors import ArgumentParser, UserError, resolve_device, run_command
 from .io import atomic_save, atomic_write_bytes
 from .metrics import hamming_ranking, pack_codes
 
@@ -290,13 +290,8 @@ def search(query_outputs: Any, db: CodeDatabase, top: int) -> list[list[dict[str
 # ----------------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not usage + line
-        raise UserError(f"{message} (see python -m hyp2.search --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m hyp2.search",
+    p = ArgumentParser(prog="python -m hyp2.search",
                 description="Find the database images nearest (in Hamming distance) to each query image, "
                             "with a trained checkpoint and the database codes it exported "
                             "(python retrieval.py <flags> --test --export_codes).",
@@ -308,16 +303,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="where to run the model, e.g. cpu or cuda:0")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as e:
-        raise UserError(f"--device {name!r}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return device
 
 
 def _load_model(path: Path, db: CodeDatabase, codes_path: Path, device: torch.device):
@@ -368,7 +353,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.top < 1:
         raise UserError(f"--top {args.top}: must be at least 1")
-    device = _device(args.device)
+    device = resolve_device(args.device)
     db = load_codes(args.codes)
     model, image_size = _load_model(args.checkpoint, db, args.codes, device)
     outputs = encode_images(model, args.images, image_size, device)
