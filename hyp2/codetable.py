@@ -22,6 +22,8 @@ import functools
 import io
 from importlib import resources
 
+from .validate import is_int
+
 #: largest code length (hash bits) in the shipped table
 MAX_BITS = 256
 
@@ -36,17 +38,12 @@ def _table() -> dict[tuple[int, int], int]:
     return table
 
 
-def _is_int(x: object) -> bool:
-    # bool is an int subclass, but True bits / classes is always a caller's mistake
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def min_distance(n: int, k: int) -> int:
     """Best known minimum distance d of a binary linear [n, k] code (Grassl's lower bound).
 
     Valid for integers 1 ≤ k ≤ n ≤ 256; anything else raises ``ValueError``.
     """
-    if not (_is_int(n) and _is_int(k) and 1 <= k <= n <= MAX_BITS):
+    if not (is_int(n) and is_int(k) and 1 <= k <= n <= MAX_BITS):
         raise ValueError(f"min_distance needs integers 1 <= k <= n <= {MAX_BITS}, "
                          f"got n={n!r}, k={k!r}")
     return _table()[n, k]
@@ -59,10 +56,10 @@ def zeta(num_bits: int, num_classes: int) -> float:
     ⌈log₂ C⌉ ≤ K (so that C distinct K-bit codes exist); anything else raises ``ValueError``.
     Examples: 20 classes at 48 bits gives 0; 38 classes at 12 bits gives 1/3.
     """
-    if not _is_int(num_bits) or not 1 <= num_bits <= MAX_BITS:
+    if not is_int(num_bits) or not 1 <= num_bits <= MAX_BITS:
         raise ValueError(f"zeta needs an integer number of bits in [1, {MAX_BITS}], "
                          f"got num_bits={num_bits!r}")
-    if not _is_int(num_classes) or num_classes < 2:
+    if not is_int(num_classes) or num_classes < 2:
         raise ValueError(f"zeta needs an integer number of classes >= 2, "
                          f"got num_classes={num_classes!r}")
     # ⌈log₂ C⌉ in exact integer arithmetic: float math.log(C, 2) rounds up past some powers of

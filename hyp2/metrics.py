@@ -58,6 +58,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from .validate import is_int
+
 __all__ = [
     "binarize",
     "pack_codes",
@@ -105,10 +107,6 @@ def _is_tensor(x: Any) -> bool:
     return isinstance(x, torch.Tensor)
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
 def _to_tensor(x: Any, name: str) -> torch.Tensor:
     """A torch view of ``x`` (no copy for numpy / torch input); never written to."""
     if _is_tensor(x):
@@ -145,7 +143,7 @@ def _as_bits(codes: Any, name: str, num_bits: int | None = None) -> torch.Tensor
     """Codes -> (N, K) bool tensor on the codes' device, True for +1 (value >= 0)."""
     t = _to_tensor(codes, name)
     if num_bits is not None:
-        if not _is_int(num_bits) or num_bits < 1:
+        if not is_int(num_bits) or num_bits < 1:
             raise ValueError(f"num_bits must be a positive int, got {num_bits!r}")
         return _unpack_tensor(t, int(num_bits), name)
     if t.dim() != 2:
@@ -220,7 +218,7 @@ def _label_masks(bits: np.ndarray) -> np.ndarray:
 def _check_topk(topk: int | None, n_db: int) -> int:
     if topk is None:
         return n_db
-    if not _is_int(topk):
+    if not is_int(topk):
         raise ValueError(f"topk must be a positive int or None (whole database), got {topk!r}")
     if topk < 1:
         raise ValueError(f"topk must be >= 1 (or None for the whole database), got {topk}")
@@ -231,7 +229,7 @@ def _check_ns(ns: int | Sequence[int], n_db: int, *, drop_large: bool) -> list[i
     ns_list = [ns] if isinstance(ns, (int, np.integer)) else list(ns)
     out = []
     for n in ns_list:
-        if not _is_int(n) or n < 1:
+        if not is_int(n) or n < 1:
             raise ValueError(f"ns must hold positive ints, got {n!r}")
         if n > n_db:
             if drop_large:
@@ -244,7 +242,7 @@ def _check_ns(ns: int | Sequence[int], n_db: int, *, drop_large: bool) -> list[i
 def _check_chunk(chunk_size: int | None) -> int | None:
     if chunk_size is None:
         return None
-    if not _is_int(chunk_size) or chunk_size < 1:
+    if not is_int(chunk_size) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     return int(chunk_size)
 
@@ -938,7 +936,7 @@ def precision_within_radius(query_codes: Any, db_codes: Any, query_labels: Any, 
     A query with no item within the radius counts precision 0 (the common convention; it keeps
     every query in the mean). A radius above K is the same as K.
     """
-    if not _is_int(radius) or radius < 0:
+    if not is_int(radius) or radius < 0:
         raise ValueError(f"radius must be a non-negative int, got {radius!r}")
     curve = pr_curve(query_codes, db_codes, query_labels, db_labels, num_bits=num_bits,
                      chunk_size=chunk_size)

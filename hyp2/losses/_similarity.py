@@ -15,42 +15,13 @@ all take hash outputs ``h`` (B, K) and 0/1 labels ``y`` (B, C); they share
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
+from ..validate import check_int, check_real, is_int  # noqa: F401 - re-exported to the losses
+
 
 # ---------------------------------------------------------------- argument checks
-
-
-def is_int(x: object) -> bool:
-    """True for Python/NumPy integers, False for bool (True bits is always a caller's mistake)."""
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def check_int(owner: str, name: str, value: object, minimum: int) -> int:
-    """``value`` as an ``int`` ≥ ``minimum``; otherwise ``ValueError`` naming ``owner.name``."""
-    if not is_int(value) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_real(owner: str, name: str, value: object, *, low: float | None = None,
-               high: float | None = None, open_low: bool = False) -> float:
-    """``value`` as a finite ``float`` in [low, high] (or (low, high] with ``open_low``)."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if open_low else value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        bracket = "(" if open_low or low is None else "["
-        closing = ")" if high is None else "]"
-        raise ValueError(f"{owner}: {name} must be a finite number in "
-                         f"{bracket}{lo}, {hi}{closing}, got {value!r}")
-    return float(value)
 
 
 def check_batch(owner: str, h: torch.Tensor, y: torch.Tensor, num_bits: int,

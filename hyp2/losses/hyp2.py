@@ -40,22 +40,14 @@ positive, or without any negative entry) and gets NaN, an empty mean is 0 here.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import codetable
+from ..validate import is_int, is_real
 from .base import HashLoss, register_loss
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -90,15 +82,15 @@ class HyP2Loss(HashLoss):
     def __init__(self, num_classes: int, num_bits: int, zeta: float, beta: float = 0.5,
                  seed: int = 0) -> None:
         super().__init__()
-        if not _is_int(num_classes) or num_classes < 1:
+        if not is_int(num_classes) or num_classes < 1:
             raise ValueError(f"HyP2Loss: num_classes must be an integer >= 1, got {num_classes!r}")
-        if not _is_int(num_bits) or num_bits < 1:
+        if not is_int(num_bits) or num_bits < 1:
             raise ValueError(f"HyP2Loss: num_bits must be an integer >= 1, got {num_bits!r}")
-        if not _is_real(zeta) or not math.isfinite(zeta) or not -1.0 <= zeta <= 1.0:
+        if not is_real(zeta) or not math.isfinite(zeta) or not -1.0 <= zeta <= 1.0:
             raise ValueError(f"HyP2Loss: zeta must be a finite number in [-1, 1], got {zeta!r}")
-        if not _is_real(beta) or not math.isfinite(beta) or beta < 0:
+        if not is_real(beta) or not math.isfinite(beta) or beta < 0:
             raise ValueError(f"HyP2Loss: beta must be a finite number >= 0, got {beta!r}")
-        if not _is_int(seed):
+        if not is_int(seed):
             raise ValueError(f"HyP2Loss: seed must be an integer, got {seed!r}")
         self.num_classes = int(num_classes)
         self.num_bits = int(num_bits)
