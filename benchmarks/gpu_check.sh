@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED=1
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-  python -m pytest -q -k cuda tests/losses/test_hyp2.py tests/test_metrics.py 2>&1 | tail -3
+  python -m pytest -q -k cuda tests/losses/test_hyp2.py tests/metrics 2>&1 | tail -3
   for amp in "" "--amp"; do
     python retrieval.py --dataset demo --epochs 3 --device cuda $amp --result_dir "$OUT/demo$amp" 2>&1 | tail -2
   done

@@ -1,0 +1,172 @@
+"""The engine's passes, assembled: sampled bounds, exact top-k, histograms, whole-ranking AP.
+
+A stable top-k (ties in database order) is found in one pass over the database: a per-query
+distance cap estimated from a strided database sample (with a safety margin) and a running bound
+(``_consumers.TopK``) keep about k candidates per query; a query whose cap fell short (fewer than
+k candidates) is redone exactly, with an exact cap (from a histogram, when one is known) or none.
+The results never depend on the estimates, only the speed does. Deep rankings (more than
+``1 / _SELECT_SHARE`` of the database, or the whole of it) are scored without storing them: a
+histogram pass, then :class:`~._consumers.RankAP`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ._consumers import ENTRY_BYTES, Both, Histogram, RankAP, TopK, pick_topk, stable_order
+from ._engine import Distances, LabelOperands
+from ._inputs import CodeSource, LabelSource
+from ._scan import Unit, run_unit, scan
+from .options import EngineOptions
+
+_SELECT_SHARE = 8  # rankings deeper than N / 8 are scored by RankAP instead of candidates
+
+
+class Problem:
+    """Validated queries and database (and labels), and the engine over them."""
+
+    def __init__(self, query_codes: Any, db_codes: Any, num_bits: int | None, options: EngineOptions):
+        queries = CodeSource(query_codes, "query_codes", num_bits)
+        db = CodeSource(db_codes, "db_codes", num_bits)
+        if queries.num_bits != db.num_bits:
+            raise ValueError(f"query codes have {queries.num_bits} bits but database codes have "
+                             f"{db.num_bits}; both must have the same K")
+        if db.rows == 0:
+            raise ValueError("db_codes is empty: the database must hold at least one item")
+        if db.num_bits > 2**24:
+            raise ValueError(f"codes with {db.num_bits} bits are not supported (max 2**24)")
+        device = next((s.device for s in (queries, db) if s.device.type != "cpu"), torch.device("cpu"))
+        self.options = options
+        self.db = db
+        self.eng = Distances(queries, device, options)
+        self.num_bits = db.num_bits
+        self.labels: LabelSource | None = None
+        self.lab_ops: LabelOperands | None = None
+
+    @property
+    def num_queries(self) -> int:
+        return self.eng.num_queries
+
+    def add_labels(self, query_labels: Any, db_labels: Any) -> None:
+        if self.num_queries == 0:
+            raise ValueError("query_codes is empty: a mean over no query is undefined")
+        ql = LabelSource(query_labels, "query_labels", self.num_queries)
+        dl = LabelSource(db_labels, "db_labels", self.db.rows)
+        if ql.classes != dl.classes:
+            raise ValueError(f"query labels have {ql.classes} classes but database labels have {dl.classes}")
+        self.labels = dl
+        self.q_masks = ql.masks()
+        self.lab_ops = LabelOperands(ql.block(device=self.eng.device), self.eng)
+        self._db_masks: np.ndarray | None = None
+
+    def relevant(self, rows: slice, idx: np.ndarray) -> np.ndarray:
+        """``(r, L)`` database indices -> ``(r, L)`` bool relevance to the queries ``rows``."""
+        if self._db_masks is None:
+            self._db_masks = self.labels.masks()  # (N, W) int64: 8 bytes per item and 64 classes
+        q = self.q_masks[rows]
+        out = np.zeros(idx.shape, dtype=bool)
+        for w in range(q.shape[1]):
+            out |= (self._db_masks[:, w].take(idx) & q[:, w: w + 1]) != 0
+        return out
+
+    def histograms(self, with_rel: bool, eng: Distances | None = None, db: CodeSource | None = None) -> np.ndarray:
+        """``(Q, K+1)`` counts per distance, or ``(Q, 2, K+1)`` [irrelevant, relevant] with ``with_rel``."""
+        eng, db = eng or self.eng, db or self.db
+        cons = Histogram(eng, with_rel)
+        parts = scan(eng, db, cons, per_query_bytes=16 * cons.bins, labels=self.labels, lab_ops=self.lab_ops,
+                     group_fn=lambda rows, results: sum(results))
+        return np.concatenate(parts) if parts else cons.finish(cons.start(0))
+
+    def caps(self, depth: int) -> np.ndarray:
+        """``(Q,)`` distance caps expected to hold each query's top ``depth`` (exact for small N)."""
+        n, k, opts = self.db.rows, self.num_bits, self.options
+        if depth >= n:
+            return np.full(self.num_queries, k, dtype=np.int64)
+        stride = max(1, n // opts.sample_size)
+        if stride == 1 or n <= 2 * opts.sample_size:  # the whole database is the sample: exact
+            return thresholds(self.histograms(False), depth)
+        sample = self.db.every(stride)
+        mean = depth * sample.rows / n
+        need = mean + opts.sample_z * np.sqrt(mean) + 1.0
+        return thresholds(self.histograms(False, db=sample), need).clip(max=k)
+
+    def topk(self, depth: int, caps: np.ndarray, reduce: Callable[[slice, np.ndarray, np.ndarray], Any],
+             exact_caps: Callable[[np.ndarray], np.ndarray] | None = None, hist_too: bool = False) -> list:
+        """``reduce(rows, indices (r, depth), distances (r, depth))`` of each query group, in order.
+
+        With ``hist_too`` the same pass also counts the [irrelevant, relevant] items at each
+        distance and ``reduce`` gets them as a fourth argument ``(r, 2, K+1)``.
+        """
+        eng = self.eng
+        workers = self.options.workers_for(eng.device)
+        budget = max(1, self.options.memory_bytes // (workers * ENTRY_BYTES))
+        cons = TopK(eng, depth, caps, budget)
+        per_query = 2 * ENTRY_BYTES * min(depth + 1, self.db.rows)
+        if hist_too:
+            hist = Histogram(eng, True)
+            cons, per_query = Both(hist, cons), per_query + 16 * hist.bins
+
+        def group(rows: slice, results: list) -> Any:
+            hist = sum(r[0] for r in results) if hist_too else None
+            cands = [r[1] for r in results] if hist_too else results
+            idx, dist = self._pick(rows, cands, depth, hist, exact_caps)
+            return reduce(rows, idx, dist) if hist is None else reduce(rows, idx, dist, hist)
+
+        return scan(eng, self.db, cons, per_query_bytes=per_query, split_db=True, labels=self.labels,
+                    lab_ops=self.lab_ops, group_fn=group)
+
+    def _pick(self, rows: slice, cands: list, depth: int, hist: np.ndarray | None,
+              exact_caps: Callable[[np.ndarray], np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+        """The group's top ``depth`` from its ranges' candidates; rows that fell short are redone."""
+        n_rows = rows.stop - rows.start
+        k1 = self.num_bits + 1
+        if len(cands) == 1:
+            row, idx, dist = cands[0]
+        else:  # ranges in database order: a stable sort by (row, distance) keeps index order
+            row, idx, dist = (np.concatenate(a) for a in zip(*cands))
+            order = stable_order(row, dist, n_rows, k1)
+            row, idx, dist = row[order], idx[order], dist[order]
+        top, top_d, ok = pick_topk(row, idx, dist, n_rows, depth)
+        if not ok.all():
+            bad = np.flatnonzero(~ok)
+            if hist is not None:
+                caps = thresholds(hist[bad].sum(1), depth)
+            else:
+                caps = np.full(len(bad), self.num_bits, dtype=np.int64)
+            sub = self.eng.subset(rows.start + bad)
+            redo = TopK(sub, depth, caps, max(1, self.options.memory_bytes // ENTRY_BYTES))
+            r_row, r_idx, r_dist = run_unit(sub, self.db, redo, Unit(slice(0, len(bad)), 0, self.db.rows))
+            b_top, b_dist, b_ok = pick_topk(r_row, r_idx, r_dist, len(bad), depth)
+            assert b_ok.all(), "an exact top-k bound fell short"
+            top[bad], top_d[bad] = b_top, b_dist
+        return top, top_d
+
+    def ranking_ap(self, depth: int, hist: np.ndarray | None = None) -> np.ndarray:
+        """``(Q,)`` AP@depth of every query through :class:`RankAP` (any depth, no stored ranking)."""
+        if hist is None:
+            hist = self.histograms(True)
+        cons = RankAP(self.eng, hist, depth)
+        parts = scan(self.eng, self.db, cons, per_query_bytes=48 * (self.num_bits + 1), split_db=False,
+                     labels=self.labels, lab_ops=self.lab_ops, group_fn=lambda rows, results: results[0])
+        return np.concatenate(parts)
+
+    def deep(self, depth: int) -> bool:
+        """Whether a ranking of ``depth`` is scored by RankAP rather than by top-k candidates."""
+        return depth * _SELECT_SHARE > self.db.rows
+
+
+def thresholds(counts: np.ndarray, need: float | np.ndarray) -> np.ndarray:
+    """Smallest distance t whose cumulative count reaches ``need`` (K+1 when none): ``(Q,)``."""
+    return (counts.cumsum(1) < need).sum(1).astype(np.int64)
+
+
+def average_precision(rel: np.ndarray) -> np.ndarray:
+    """``(c, L)`` bool relevance in rank order -> ``(c,)`` float64 AP (0 with no relevant item)."""
+    cum = np.cumsum(rel, axis=1, dtype=np.int64)
+    prec = cum / np.arange(1, rel.shape[1] + 1)  # precision@r at every rank r
+    prec *= rel
+    hits = prec.sum(1)
+    n_rel = cum[:, -1] if rel.shape[1] else np.zeros(len(rel), np.int64)
+    return np.divide(hits, n_rel, out=np.zeros_like(hits), where=n_rel > 0)

@@ -1,0 +1,214 @@
+"""Validation and normalisation of codes and labels (conventions: the package docstring).
+
+Query codes are converted whole (``(Q, K)`` bits). The database is never copied whole: a
+:class:`CodeSource` or :class:`LabelSource` validates it in row blocks and hands out the bits or
+labels of one database block at a time, so the extra memory does not grow with N.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..validate import is_int
+
+_CHECK_ROWS = 1 << 16  # rows per validation step (bounds the temporaries of the checks)
+_UNSIGNED = (torch.uint8, torch.uint16, torch.uint32, torch.uint64)
+
+
+def to_tensor(x: Any, name: str) -> torch.Tensor:
+    """A torch view of ``x`` (no copy for numpy / torch input); never written to."""
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    if isinstance(x, np.ndarray):
+        if x.dtype == object:
+            raise ValueError(f"{name}: object arrays are not supported; pass a numeric array")
+        if x.dtype.byteorder == ">":
+            x = x.astype(x.dtype.newbyteorder("="))
+        with warnings.catch_warnings():
+            # torch warns about read-only arrays because tensors could write to them; we never do.
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(np.ascontiguousarray(x))
+    raise ValueError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+
+
+def _row_blocks(n: int, rows: int = _CHECK_ROWS):
+    return ((lo, min(lo + rows, n)) for lo in range(0, n, rows))
+
+
+def unpack_tensor(packed: torch.Tensor, num_bits: int) -> torch.Tensor:
+    """(N, ceil(num_bits/8)) uint8 -> (N, num_bits) bool, numpy.packbits (big-endian) bit order."""
+    shifts = torch.arange(7, -1, -1, device=packed.device, dtype=torch.uint8)
+    bits = (packed.unsqueeze(-1) >> shifts).bitwise_and_(1).bool()
+    return bits.reshape(packed.shape[0], -1)[:, :num_bits]
+
+
+class CodeSource:
+    """Validated ``(N, K)`` codes whose bits are produced one row block at a time.
+
+    Args:
+        codes: ``(N, K)`` ±1 / real / bool codes, or ``(N, ceil(num_bits/8))`` uint8 packed codes
+            when ``num_bits`` is given (torch or numpy; never modified, never copied whole).
+        name: argument name used in error messages.
+    Attributes:
+        rows: N. num_bits: K. device: the codes' device.
+    """
+
+    def __init__(self, codes: Any, name: str, num_bits: int | None = None):
+        t = to_tensor(codes, name)
+        self.name = name
+        self.packed = num_bits is not None
+        if self.packed:
+            if not is_int(num_bits) or num_bits < 1:
+                raise ValueError(f"num_bits must be a positive int, got {num_bits!r}")
+            self._check_packed(t, int(num_bits))
+            self.num_bits = int(num_bits)
+        else:
+            self._check_codes(t)
+            self.num_bits = t.shape[1]
+        self.tensor = t
+        self.rows = t.shape[0]
+        self.device = t.device
+
+    def _check_packed(self, t: torch.Tensor, num_bits: int) -> None:
+        name = self.name
+        if t.dtype != torch.uint8:
+            raise ValueError(f"{name}: packed codes must be uint8, got {t.dtype}")
+        if t.dim() != 2:
+            raise ValueError(f"{name}: packed codes must be 2-D (N, ceil(num_bits/8)), got shape "
+                             f"{tuple(t.shape)}")
+        nbytes = (num_bits + 7) // 8
+        if t.shape[1] != nbytes:
+            raise ValueError(f"{name}: packed codes have {t.shape[1]} bytes per row but "
+                             f"num_bits={num_bits} needs ceil({num_bits}/8)={nbytes}")
+
+    def _check_codes(self, t: torch.Tensor) -> None:
+        name = self.name
+        if t.dim() != 2:
+            raise ValueError(f"{name}: codes must be 2-D (N, K), got shape {tuple(t.shape)}")
+        if t.shape[1] < 1:
+            raise ValueError(f"{name}: codes have zero bits (shape {tuple(t.shape)})")
+        if t.dtype in _UNSIGNED:
+            raise ValueError(f"{name}: unsigned {t.dtype} codes are ambiguous; pass num_bits=K for "
+                             f"bit-packed codes, or ±1 / real codes as a signed or float array")
+        if t.is_complex():
+            raise ValueError(f"{name}: complex codes are not supported")
+        if t.is_floating_point() and any(bool(torch.isnan(t[lo:hi]).any())
+                                         for lo, hi in _row_blocks(t.shape[0])):
+            raise ValueError(f"{name}: codes contain NaN, whose sign is undefined")
+
+    def every(self, step: int) -> "CodeSource":
+        """The same codes restricted to every ``step``-th row (a view, for sampling)."""
+        sub = object.__new__(CodeSource)
+        sub.__dict__.update(self.__dict__)
+        sub.tensor = self.tensor[::step]
+        sub.rows = sub.tensor.shape[0]
+        return sub
+
+    def bits(self, lo: int = 0, hi: int | None = None, device: torch.device | None = None) -> torch.Tensor:
+        """``(hi - lo, K)`` bool bits of rows ``lo:hi`` on ``device`` (default: the codes'), True = +1."""
+        t = self.tensor[lo:hi]
+        if device is not None:
+            t = t.to(device, non_blocking=True)
+        if self.packed:
+            return unpack_tensor(t, self.num_bits)
+        return t if t.dtype == torch.bool else t >= 0
+
+    def signs(self, lo: int, hi: int, device: torch.device) -> torch.Tensor:
+        """``(hi - lo, K)`` int8 signs (±1) of rows ``lo:hi`` on ``device``.
+
+        On the CPU this is numpy work (a few vectorised passes; torch's per-op threading costs
+        more than the work on blocks this small).
+        """
+        t = self.tensor[lo:hi]
+        if device.type == "cpu" and t.device.type == "cpu" and t.dtype not in _NO_NUMPY:
+            a = t.numpy()
+            if self.packed:
+                b = np.unpackbits(a, axis=1, count=self.num_bits).view(np.int8)
+            else:
+                b = a.view(np.int8) if a.dtype == np.bool_ else (a >= 0).view(np.int8)
+            s = b + b
+            s -= 1
+            return torch.from_numpy(s)
+        return self.bits(lo, hi, device).to(torch.int8).mul_(2).sub_(1)
+
+
+_NO_NUMPY = (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2) if hasattr(torch, "float8_e4m3fn") \
+    else (torch.bfloat16,)
+
+
+class LabelSource:
+    """Validated ``(N, C)`` 0/1 labels, read one row block at a time."""
+
+    def __init__(self, labels: Any, name: str, n_rows: int):
+        t = to_tensor(labels, name)
+        if t.dim() != 2:
+            raise ValueError(f"{name}: labels must be 2-D (N, C), got shape {tuple(t.shape)}")
+        if t.shape[0] != n_rows:
+            raise ValueError(f"{name}: {t.shape[0]} label rows but {n_rows} codes")
+        if t.dtype != torch.bool:
+            if t.is_complex():
+                raise ValueError(f"{name}: complex labels are not supported")
+            for lo, hi in _row_blocks(t.shape[0]):
+                b = t[lo:hi]
+                if b.numel() and not bool(((b == 0) | (b == 1)).all()):
+                    raise ValueError(f"{name}: labels must be 0/1 (multi-hot), found other values")
+        self.tensor = t
+        self.classes = t.shape[1]
+
+    def block(self, lo: int = 0, hi: int | None = None, device: torch.device | None = None) -> torch.Tensor:
+        """``(hi - lo, C)`` bool labels of rows ``lo:hi``."""
+        t = self.tensor[lo:hi]
+        if device is not None:
+            t = t.to(device, non_blocking=True)
+        return t if t.dtype == torch.bool else t != 0
+
+    def masks(self) -> np.ndarray:
+        """``(N, W)`` int64 bitmasks of every row, ``W = max(1, ceil(C / 64))`` (8 W bytes a row)."""
+        out = np.empty((self.tensor.shape[0], max(1, -(-self.classes // 64))), dtype=np.int64)
+        for lo, hi in _row_blocks(self.tensor.shape[0]):
+            out[lo:hi] = label_masks(self.block(lo, hi).cpu().numpy())
+        return out
+
+
+def label_masks(bits: np.ndarray) -> np.ndarray:
+    """``(N, C)`` bool labels -> ``(N, W)`` int64 bitmasks, ``W = max(1, ceil(C / 64))``."""
+    packed = np.packbits(bits, axis=1)  # (N, ceil(C/8))
+    width = max(1, -(-packed.shape[1] // 8)) * 8
+    padded = np.zeros((packed.shape[0], width), dtype=np.uint8)
+    padded[:, : packed.shape[1]] = packed
+    return padded.view(np.int64)
+
+
+def check_topk(topk: int | None, n_db: int) -> int:
+    if topk is None:
+        return n_db
+    if not is_int(topk):
+        raise ValueError(f"topk must be a positive int or None (whole database), got {topk!r}")
+    if topk < 1:
+        raise ValueError(f"topk must be >= 1 (or None for the whole database), got {topk}")
+    return min(int(topk), n_db)
+
+
+def check_ns(ns: int | Sequence[int], n_db: int, *, drop_large: bool) -> list[int]:
+    ns_list = [ns] if isinstance(ns, (int, np.integer)) else list(ns)
+    out = []
+    for n in ns_list:
+        if not is_int(n) or n < 1:
+            raise ValueError(f"ns must hold positive ints, got {n!r}")
+        if n > n_db:
+            if drop_large:
+                continue
+            raise ValueError(f"N={n} exceeds the database size {n_db}; pass N <= {n_db}")
+        out.append(int(n))
+    return out
+
+
+def check_chunk(chunk_size: int | None) -> int | None:
+    if chunk_size is None:
+        return None
+    if not is_int(chunk_size) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    return int(chunk_size)
