@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._engine import EXACT_INT, Distances, Scratch
+from ._engine import Distances, LabelOperands, Scratch
 
-ENTRY_BYTES = 40  # a top-k candidate: row 4 + index 8 + distance 2 B, plus sort temporaries
+ENTRY_BYTES = 16  # a stored top-k candidate: row 4 + index 4 (8 past 2**31 items) + distance 2 B
 _RANK_ROWS = 32  # query rows per RankAP step on numpy (keeps its per-item arrays in the cache)
 
 
@@ -49,30 +49,35 @@ class Histogram:
 
     needs_keys = True
 
-    def __init__(self, eng: Distances, with_rel: bool):
+    def __init__(self, eng: Distances, lab_ops: LabelOperands | None = None):
         self.eng = eng
+        self.lab_ops = lab_ops
+        with_rel = lab_ops is not None
         self.needs_rel = with_rel
         self.bins = (eng.num_bits + 1) * (2 if with_rel else 1)
 
     def start(self, n_rows: int, first_row: int = 0) -> np.ndarray:
         return np.zeros((n_rows, self.bins), dtype=np.int64)
 
-    def hist_keys(self, keys: torch.Tensor, rel: torch.Tensor | None, scratch: Scratch) -> torch.Tensor:
-        """``(r, B)`` int keys ``distance + (K+1) * relevant``."""
+    def hist_keys(self, keys: torch.Tensor, rel: torch.Tensor | None, scratch: Scratch) -> Any:
+        """``(r, B)`` integer keys ``distance + (K+1) * relevant`` (numpy or torch, as the engine)."""
         eng, k1 = self.eng, self.eng.num_bits + 1
         kdt = torch.int16 if self.bins < 2**15 else torch.int32
-        out = scratch.get("hist", tuple(keys.shape), kdt)
+        out = eng.decode(keys, out=scratch.get("hist", tuple(keys.shape), kdt))
         if rel is None:
-            return eng.decode(keys, out=out)
-        if eng.single and self.bins <= EXACT_INT[eng.dtype]:  # exact in the float dtype: one pass
-            tmp = scratch.get("hsum", tuple(keys.shape), eng.dtype)
-            return out.copy_(torch.add(keys.view(eng.dtype), rel, alpha=k1, out=tmp))
-        eng.decode(keys, out=out)
-        return out.add_(rel.to(kdt), alpha=k1)
+            return out.numpy() if eng.numpy else out
+        pos = self.lab_ops.positive(rel)
+        if not eng.numpy:
+            return out.add_(pos, alpha=k1)
+        key = out.numpy()
+        if k1 < 128:  # int8 products: the cheapest numpy form
+            key += np.multiply(pos.view(np.int8), np.int8(k1), out=scratch.get("rel8", pos.shape, torch.int8).numpy())
+        else:
+            key += pos * key.dtype.type(k1)
+        return key
 
     def tile(self, st: np.ndarray, r0: int, r1: int, b0: int, keys, rel, scratch: Scratch) -> None:
-        key = self.hist_keys(keys, rel, scratch)
-        st[r0:r1] += _bincount_rows(key.numpy() if self.eng.numpy else key, self.bins, self.eng.numpy)
+        st[r0:r1] += _bincount_rows(self.hist_keys(keys, rel, scratch), self.bins, self.eng.numpy)
 
     def finish(self, st: np.ndarray) -> np.ndarray:
         return st if not self.needs_rel else st.reshape(len(st), 2, -1)
@@ -108,14 +113,17 @@ class TopK:
     needs_keys = True
     needs_rel = False
 
-    def __init__(self, eng: Distances, depth: int, caps: np.ndarray, budget_entries: int):
+    def __init__(self, eng: Distances, depth: int, caps: np.ndarray, budget_entries: int, n_db: int):
         self.eng = eng
         self.depth = depth
         self.caps = caps  # (Q,) int64 per query of the engine
-        self.budget = budget_entries
+        self.budget = budget_entries  # candidates kept before compacting
+        self.idx_dtype = np.int32 if n_db < 2**31 else np.int64
 
     def start(self, n_rows: int, first_row: int = 0) -> _Candidates:
-        return _Candidates(self.caps[first_row:first_row + n_rows].copy(), self.eng.num_bits + 1)
+        st = _Candidates(self.caps[first_row:first_row + n_rows].copy(), self.eng.num_bits + 1)
+        st.budget = self.budget
+        return st
 
     def tile(self, st: _Candidates, r0: int, r1: int, b0: int, keys, rel, scratch: Scratch) -> None:
         eng = self.eng
@@ -131,9 +139,11 @@ class TopK:
             flat_t = torch.nonzero((keys <= enc.unsqueeze(1)).view(-1)).squeeze(1)
             dist = eng.decode(keys.reshape(-1)[flat_t]).cpu().numpy()
             flat = flat_t.cpu().numpy()
-        if flat.size:
-            row = flat // width
-            self._add(st, row.astype(np.int32) + r0, flat - row * width + b0, dist.astype(eng.dist_dtype), r0, r1)
+        if flat.size:  # flat is ascending: row by row (a repeat is cheaper than a division)
+            per_row = np.diff(np.searchsorted(flat, np.arange(r1 - r0 + 1) * width))
+            row = np.repeat(np.arange(r0, r1, dtype=np.int32), per_row)
+            idx = (flat - np.repeat(np.arange(r1 - r0) * width - b0, per_row)).astype(self.idx_dtype)
+            self._add(st, row, idx, dist.astype(eng.dist_dtype), r0, r1)
 
     def _add(self, st: _Candidates, row, idx, dist, r0: int, r1: int) -> None:
         k1 = self.eng.num_bits + 1
@@ -145,20 +155,23 @@ class TopK:
         # The depth-th nearest distance T seen so far: later items need a distance < T.
         t = (counts.cumsum(1) < self.depth).sum(1)
         np.minimum(st.lim[r0:r1], t - 1, out=st.lim[r0:r1])
-        if st.size > self.budget:
+        if st.size > st.budget:
             for first in list(st.parts):
                 self._compact(st, first)
+            st.budget = max(st.budget, 2 * st.size)  # never compact again for a few entries
 
-    def _compact(self, st: _Candidates, r0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Keep the first ``depth`` candidates of each row of the tile at ``r0`` in (distance, index)
-        order; return them sorted by (row, distance, index)."""
+    def _compact(self, st: _Candidates, r0: int, final: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sort the candidates of the tile at ``r0`` by (row, distance, index) and keep each row's
+        first ``depth`` (all of them when ``final``: :func:`pick_topk` reads only those)."""
         parts = st.parts[r0]
         if len(parts) == 1 and getattr(parts, "done", False):
             return parts[0]
-        row, idx, dist = (np.concatenate(a) for a in zip(*parts))
+        row, idx, dist = (np.concatenate(a) for a in zip(*parts)) if len(parts) > 1 else parts[0]
         n_rows = st.ends[r0] - r0
         order = stable_order(row - r0, dist, n_rows, self.eng.num_bits + 1)
-        row, idx, dist = row[order], idx[order], dist[order]
+        row, idx, dist = row.take(order), idx.take(order), dist.take(order)
+        if final:
+            return row, idx, dist
         starts = np.searchsorted(row, np.arange(r0, r0 + n_rows))
         keep = np.arange(len(row)) - starts[row - r0] < self.depth
         kept = (row[keep], idx[keep], dist[keep])
@@ -168,9 +181,9 @@ class TopK:
 
     def finish(self, st: _Candidates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every row's first ``depth`` candidates, sorted by (row, distance, index)."""
-        tiles = [self._compact(st, r0) for r0 in sorted(st.parts)]
+        tiles = [self._compact(st, r0, final=True) for r0 in sorted(st.parts)]
         if not tiles:
-            return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, self.eng.dist_dtype)
+            return np.zeros(0, np.int32), np.zeros(0, self.idx_dtype), np.zeros(0, self.eng.dist_dtype)
         return tuple(np.concatenate(a) for a in zip(*tiles))
 
 
@@ -204,8 +217,9 @@ class RankAP:
     needs_keys = True
     needs_rel = True
 
-    def __init__(self, eng: Distances, hist: np.ndarray, depth: int):
+    def __init__(self, eng: Distances, lab_ops: LabelOperands, hist: np.ndarray, depth: int):
         self.eng = eng
+        self.lab_ops = lab_ops
         total = hist.sum(1)
         cum = total.cumsum(1)
         self.below_all = cum - total  # items closer than each distance
@@ -232,9 +246,9 @@ class RankAP:
         k1, r, width = eng.num_bits + 1, r1 - r0, keys.shape[1]
         # uint8 distances: numpy's stable sort of 8-bit keys is a one-pass counting sort.
         d = eng.decode(keys, out=scratch.get("dist", tuple(keys.shape), torch.uint8 if k1 <= 256 else torch.int16))
-        relb = rel > 0
+        relb = self.lab_ops.positive(rel)
         if eng.numpy:
-            d, relb = d.numpy(), relb.numpy()
+            d = d.numpy()
             order = np.argsort(d, axis=1, kind="stable")  # each row's ranking within the block
             order += (np.arange(r) * width)[:, None]
             p = np.flatnonzero(relb.reshape(-1).take(order.reshape(-1)))  # ranked positions of relevant items
@@ -310,11 +324,15 @@ class RelevantCount:
     needs_keys = False
     needs_rel = True
 
+    def __init__(self, lab_ops: LabelOperands):
+        self.lab_ops = lab_ops
+
     def start(self, n_rows: int, first_row: int = 0) -> np.ndarray:
         return np.zeros(n_rows, np.int64)
 
     def tile(self, st: np.ndarray, r0: int, r1: int, b0: int, keys, rel, scratch: Scratch) -> None:
-        st[r0:r1] += rel.sum(1, dtype=torch.float64).round().to(torch.int64).cpu().numpy()
+        pos = self.lab_ops.positive(rel)
+        st[r0:r1] += pos.sum(1) if isinstance(pos, np.ndarray) else pos.sum(1).cpu().numpy()
 
     def finish(self, st: np.ndarray) -> np.ndarray:
         return st

@@ -58,7 +58,7 @@ class Distances:
         self.dtype = options.dtype_for(device)
         self.num_queries, self.num_bits = queries.rows, queries.num_bits
         k = self.num_bits
-        limit = EXACT_INT[self.dtype] // 2  # |partial sums| <= 2 * group bits
+        limit = EXACT_INT[self.dtype] // 2  # partial sums: multiples of 1/2 up to G in magnitude
         n_groups = -(-k // min(options.group_bits or limit, limit))
         self.edges = [round(i * k / n_groups) for i in range(n_groups + 1)]
         signs = queries.signs(0, queries.rows, device)
@@ -131,7 +131,7 @@ class LabelOperands:
     """The 0/1 label matrices as matmul operands, for the relevance of every (query, item) pair.
 
     The product of 0/1 label rows counts the shared labels; a sum of non-negative terms rounds to
-    zero only when it is zero, so ``> 0`` is exact in any precision.
+    zero only when it is zero, so ``> 0`` is exact in any precision (:meth:`positive`).
     """
 
     def __init__(self, query_labels: torch.Tensor, eng: Distances):
@@ -143,7 +143,14 @@ class LabelOperands:
         return labels.block(lo, hi, device=self.eng.device).to(self.eng.dtype)
 
     def relevant(self, rows: slice, op: torch.Tensor, scratch: Scratch) -> torch.Tensor:
-        """``(r, B)`` 0/1 relevance in the compute dtype (a view of a scratch buffer)."""
+        """``(r, B)`` shared-label counts in the compute dtype (a view of a scratch buffer)."""
         q = self.q_op[rows]
         out = scratch.get("labels", (q.shape[0], op.shape[0]), self.eng.dtype)
-        return torch.mm(q, op.T, out=out).clamp_(max=1)
+        return torch.mm(q, op.T, out=out)
+
+    def positive(self, counts: torch.Tensor) -> Any:
+        """Relevance (count > 0) as a bool numpy array (numpy engine) or tensor. A non-negative
+        float is positive exactly when its bits, read as a signed integer, are: one integer
+        compare instead of a slower low-precision float one."""
+        ints = counts.view(_INT_VIEW[counts.dtype])
+        return ints.numpy() > 0 if self.eng.numpy else ints > 0

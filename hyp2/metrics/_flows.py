@@ -10,6 +10,7 @@ histogram pass, then :class:`~._consumers.RankAP`.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
 import numpy as np
@@ -60,11 +61,13 @@ class Problem:
         self.q_masks = ql.masks()
         self.lab_ops = LabelOperands(ql.block(device=self.eng.device), self.eng)
         self._db_masks: np.ndarray | None = None
+        self._lock = threading.Lock()
 
     def relevant(self, rows: slice, idx: np.ndarray) -> np.ndarray:
         """``(r, L)`` database indices -> ``(r, L)`` bool relevance to the queries ``rows``."""
-        if self._db_masks is None:
-            self._db_masks = self.labels.masks()  # (N, W) int64: 8 bytes per item and 64 classes
+        with self._lock:  # built once, by the first worker that needs it
+            if self._db_masks is None:
+                self._db_masks = self.labels.masks()  # (N, W) int64: 8 bytes per item and 64 classes
         q = self.q_masks[rows]
         out = np.zeros(idx.shape, dtype=bool)
         for w in range(q.shape[1]):
@@ -74,7 +77,7 @@ class Problem:
     def histograms(self, with_rel: bool, eng: Distances | None = None, db: CodeSource | None = None) -> np.ndarray:
         """``(Q, K+1)`` counts per distance, or ``(Q, 2, K+1)`` [irrelevant, relevant] with ``with_rel``."""
         eng, db = eng or self.eng, db or self.db
-        cons = Histogram(eng, with_rel)
+        cons = Histogram(eng, self.lab_ops if with_rel else None)
         parts = scan(eng, db, cons, per_query_bytes=16 * cons.bins, labels=self.labels, lab_ops=self.lab_ops,
                      group_fn=lambda rows, results: sum(results))
         return np.concatenate(parts) if parts else cons.finish(cons.start(0))
@@ -101,11 +104,12 @@ class Problem:
         """
         eng = self.eng
         workers = self.options.workers_for(eng.device)
-        budget = max(1, self.options.memory_bytes // (workers * ENTRY_BYTES))
-        cons = TopK(eng, depth, caps, budget)
-        per_query = 2 * ENTRY_BYTES * min(depth + 1, self.db.rows)
+        # Half the budget for kept candidates, half for compacting them and the final sort.
+        budget = max(1, self.options.memory_bytes // (2 * workers * ENTRY_BYTES))
+        cons = TopK(eng, depth, caps, budget, self.db.rows)
+        per_query = 3 * ENTRY_BYTES * min(depth + 1, self.db.rows)
         if hist_too:
-            hist = Histogram(eng, True)
+            hist = Histogram(eng, self.lab_ops)
             cons, per_query = Both(hist, cons), per_query + 16 * hist.bins
 
         def group(rows: slice, results: list) -> Any:
@@ -136,7 +140,7 @@ class Problem:
             else:
                 caps = np.full(len(bad), self.num_bits, dtype=np.int64)
             sub = self.eng.subset(rows.start + bad)
-            redo = TopK(sub, depth, caps, max(1, self.options.memory_bytes // ENTRY_BYTES))
+            redo = TopK(sub, depth, caps, max(1, self.options.memory_bytes // (2 * ENTRY_BYTES)), self.db.rows)
             r_row, r_idx, r_dist = run_unit(sub, self.db, redo, Unit(slice(0, len(bad)), 0, self.db.rows))
             b_top, b_dist, b_ok = pick_topk(r_row, r_idx, r_dist, len(bad), depth)
             assert b_ok.all(), "an exact top-k bound fell short"
@@ -147,7 +151,7 @@ class Problem:
         """``(Q,)`` AP@depth of every query through :class:`RankAP` (any depth, no stored ranking)."""
         if hist is None:
             hist = self.histograms(True)
-        cons = RankAP(self.eng, hist, depth)
+        cons = RankAP(self.eng, self.lab_ops, hist, depth)
         parts = scan(self.eng, self.db, cons, per_query_bytes=48 * (self.num_bits + 1), split_db=False,
                      labels=self.labels, lab_ops=self.lab_ops, group_fn=lambda rows, results: results[0])
         return np.concatenate(parts)

@@ -159,8 +159,8 @@ def _at_n(query_codes, db_codes, query_labels, db_labels, ns, num_bits, chunk_si
     ns_list = check_ns(ns, prob.db.rows, drop_large=False)
     if not ns_list:
         return np.zeros(0), np.zeros(0)
-    totals = np.concatenate(scan(prob.eng, prob.db, RelevantCount(), labels=prob.labels, lab_ops=prob.lab_ops,
-                                 group_fn=lambda rows, results: sum(results)))
+    totals = np.concatenate(scan(prob.eng, prob.db, RelevantCount(prob.lab_ops), labels=prob.labels,
+                                 lab_ops=prob.lab_ops, group_fn=lambda rows, results: sum(results)))
     depth = max(ns_list)
 
     def sums(rows: slice, idx: np.ndarray, _: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -49,7 +49,7 @@ class EngineOptions:
     query_rows: int | None = None
     sample_size: int = 16384
     sample_z: float = 4.0
-    memory_bytes: int = 384 * 2**20
+    memory_bytes: int = 512 * 2**20
     workers: int | None = None
 
     def __post_init__(self) -> None:

@@ -34,7 +34,7 @@ def test_running_bound_keeps_few_candidates():
     opts = EngineOptions(block_items=50, query_rows=6, workers=1)
     prob = Problem(q, d, None, opts)
     depth = 20
-    cons = TopK(prob.eng, depth, np.full(6, 6, dtype=np.int64), budget_entries=10**9)
+    cons = TopK(prob.eng, depth, np.full(6, 6, dtype=np.int64), budget_entries=10**9, n_db=4000)
     st, scratch = cons.start(6), Scratch(prob.eng.device)
     for b0 in range(0, 4000, 50):
         keys = prob.eng.keys(slice(0, 6), prob.eng.block(prob.db, b0, b0 + 50), scratch)
@@ -43,7 +43,7 @@ def test_running_bound_keeps_few_candidates():
     row, idx, dist = cons.finish(st)
     expected = Ref(q, d, np.zeros((6, 1)), np.zeros((4000, 1))).orders
     for r in range(6):
-        np.testing.assert_array_equal(idx[row == r], expected[r][:depth])
+        np.testing.assert_array_equal(idx[row == r][:depth], expected[r][:depth])
 
 
 def test_sampled_caps_that_fall_short_are_redone_exactly():
