@@ -22,6 +22,17 @@ Usage::
     python benchmarks/eval_speed.py            # full NUS-WIDE scale, 12/32/48/64/128 bits
     python benchmarks/eval_speed.py --quick    # 400 queries, 40,000 items, K = 1,000
     python benchmarks/eval_speed.py --bits 48 --json result/eval_speed.json
+    python benchmarks/eval_speed.py --scaling  # N = 0.2M ... 10M side by side with faiss
+    python benchmarks/eval_speed.py --scaling --sizes 200000 1000000 --no-whole   # a shorter run
+
+``--scaling`` grows the database from 200,000 to 10,000,000 codes (2,100 queries, 48 bits, 21
+classes, mAP@5000) and prints, for each N: hyp2's ``mean_average_precision`` and faiss's
+``IndexBinaryFlat`` search (k = 5000) run alternately in this process (``--repeats`` pairs: the
+best and the range of each, and the ratio of each pair), hyp2's peak extra memory, its
+``evaluate_all``, its whole-ranking mAP (``topk=None``), the official-style loop (measured on a
+few queries up to ``--loop-max`` codes, then extrapolated as N log N) and the load average. A
+second table compares hyp2 and faiss at other code lengths (``--sweep-bits``) at the largest N.
+``--plot FILE`` draws the log-log figure of docs/evaluation.md from the table (``--json`` keeps it).
 
 faiss is a benchmark-only dependency (``pip install faiss-cpu``); without it those columns are
 skipped. The figures in docs/evaluation.md come from this script.
@@ -213,6 +224,215 @@ def run_bits(bits: int, args, ql: np.ndarray, dl: np.ndarray, faiss) -> dict:
     return row
 
 
+# ----------------------------------------------------------------------------------------------
+# Scaling with N (--scaling)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_database(seed: int, n: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, bits) int8 ±1 codes and (n, 21) uint8 labels, generated in blocks (bounded temporaries)."""
+    rng = np.random.default_rng(seed)
+    codes = np.empty((n, bits), np.int8)
+    labels = np.empty((n, len(CLASS_FREQ)), np.uint8)
+    for lo in range(0, n, 1 << 20):
+        hi = min(n, lo + (1 << 20))
+        codes[lo:hi] = make_codes(rng, hi - lo, bits)
+        labels[lo:hi] = make_labels(rng, hi - lo)
+    return codes, labels
+
+
+def faiss_index(faiss, codes: np.ndarray):
+    bits = codes.shape[1]
+    index = faiss.IndexBinaryFlat(bits + (-bits % 8))
+    index.add(np.packbits(codes > 0, axis=1))
+    return index
+
+
+def side_by_side(hyp2_fn, faiss_fn, repeats: int) -> dict:
+    """hyp2 and faiss run alternately; seconds of each run, and the load average before each pair."""
+    out: dict = {"hyp2_s": [], "faiss_s": [], "load": []}
+    for _ in range(repeats):
+        out["load"].append(round(os.getloadavg()[0], 2))
+        for key, fn in (("hyp2_s", hyp2_fn), ("faiss_s", faiss_fn)):
+            t0 = time.perf_counter()
+            fn()
+            out[key].append(time.perf_counter() - t0)
+    out["ratio"] = [h / f for h, f in zip(out["hyp2_s"], out["faiss_s"])]
+    return out
+
+
+def timed_memory(fn) -> tuple[float, int, object]:
+    """Seconds, peak extra resident memory (bytes) and result of one call."""
+    base = reset_peak_rss()
+    t0 = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, peak_rss() - base, result
+
+
+def scaling_row(n: int, data: tuple, faiss, args) -> dict:
+    """Every measurement at database size n (a prefix of the generated database)."""
+    q, d_all, ql, dl_all = data
+    d, dl, topk = d_all[:n], dl_all[:n], args.topk
+    row: dict = {"n": n, "bits": q.shape[1], "load_before": round(os.getloadavg()[0], 2)}
+    row["hyp2_first_s"], row["map_bytes"], row["map"] = timed_memory(
+        lambda: metrics.mean_average_precision(q, d, ql, dl, topk=topk))
+    if faiss is not None:
+        index = faiss_index(faiss, d)
+        qp = np.packbits(q > 0, axis=1)
+        row.update(side_by_side(lambda: metrics.mean_average_precision(q, d, ql, dl, topk=topk),
+                                lambda: index.search(qp, topk), args.repeats))
+        del index
+    row["evaluate_all_s"], row["evaluate_all_bytes"], _ = timed_memory(
+        lambda: metrics.evaluate_all(q, d, ql, dl, topk=topk))
+    if args.whole:
+        row["whole_s"], row["whole_bytes"], _ = timed_memory(
+            lambda: metrics.mean_average_precision(q, d, ql, dl, topk=None))
+    if n <= args.loop_max:
+        m = args.loop_queries
+        row["loop_s"], _ = best_of(lambda: official_style_loop(q[:m], d, ql[:m], dl, topk, stable=False), 1)
+        row["loop_s"] *= len(q) / m
+    row["load_after"] = round(os.getloadavg()[0], 2)
+    return row
+
+
+def extrapolate_loop(rows: list[dict]) -> None:
+    """Past the last measured size the loop's time is extrapolated as N log N (its argsort)."""
+    measured = [r for r in rows if "loop_s" in r]
+    if not measured:
+        return
+    last = measured[-1]
+    for r in rows:
+        if "loop_s" not in r and r["n"] > last["n"]:
+            r["loop_extrapolated_s"] = last["loop_s"] * r["n"] * np.log(r["n"]) / (last["n"] * np.log(last["n"]))
+
+
+def fmt_range(values: list[float], digits: int = 2) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.{digits}f}" if len(values) == 1 or round(lo, digits) == round(hi, digits) else \
+        f"{lo:.{digits}f}-{hi:.{digits}f}"
+
+
+SCALING_HEADER = (f"{'N':>10} {'hyp2 mAP s':>11} {'faiss s':>11} {'hyp2/faiss':>11} {'extra MB':>8} "
+                  f"{'eval_all s':>10} {'topk=None s':>11} {'loop s':>8} {'load':>9}")
+
+
+def print_scaling(rows: list[dict]) -> None:
+    for r in rows:
+        faiss_cols = (fmt_range(r["hyp2_s"]), fmt_range(r["faiss_s"]), fmt_range(r["ratio"]) if "ratio" in r
+                      else "-") if "faiss_s" in r else (f"{r['hyp2_first_s']:.2f}", "-", "-")
+        loop = (f"{r['loop_s']:.0f}" if "loop_s" in r else
+                f"~{r['loop_extrapolated_s']:.0f}" if "loop_extrapolated_s" in r else "-")
+        whole = f"{r['whole_s']:.1f}" if "whole_s" in r else "-"
+        print(f"{r['n']:>10,} {faiss_cols[0]:>11} {faiss_cols[1]:>11} {faiss_cols[2]:>11} "
+              f"{r['map_bytes'] / 2**20:>8.0f} {r['evaluate_all_s']:>10.2f} {whole:>11} {loop:>8} "
+              f"{r['load_before']:>4.1f}-{r['load_after']:<4.1f}", flush=True)
+
+
+def linearity(rows: list[dict], key: str) -> float | None:
+    """time(N_max) / time(N_min) divided by N_max / N_min (1 = linear), from the best times."""
+    pts = [(r["n"], min(r[key]) if isinstance(r.get(key), list) else r.get(key)) for r in rows]
+    pts = [(n, t) for n, t in pts if t]
+    if len(pts) < 2:
+        return None
+    (n0, t0), (n1, t1) = pts[0], pts[-1]
+    return (t1 / t0) / (n1 / n0)
+
+
+def sweep_one(bits: int, n: int, topk: int, faiss) -> dict:
+    """hyp2 and faiss side by side at one code length."""
+    q, ql = make_codes(np.random.default_rng(bits), 2100, bits), make_labels(np.random.default_rng(1), 2100)
+    d, dl = make_database(bits + 1, n, bits)
+    index = faiss_index(faiss, d)
+    qp = np.packbits(q > 0, axis=1)
+    row = {"n": n, "bits": bits}
+    row.update(side_by_side(lambda: metrics.mean_average_precision(q, d, ql, dl, topk=topk),
+                            lambda: index.search(qp, topk), 1))
+    return row
+
+
+def sweep_bits(args, faiss) -> list[dict]:
+    """hyp2 and faiss side by side at the largest N for other code lengths."""
+    rows = []
+    for bits in args.sweep_bits:
+        rows.append(sweep_one(bits, max(args.sizes), args.topk, faiss))
+        r = rows[-1]
+        print(f"{bits:>4} bits, N={r['n']:,}: hyp2 {r['hyp2_s'][0]:.2f} s, faiss {r['faiss_s'][0]:.2f} s, "
+              f"ratio {r['ratio'][0]:.2f}, load {r['load'][0]:.2f}", flush=True)
+    return rows
+
+
+def plot_scaling(rows: list[dict], path: Path) -> None:
+    """Log-log time against N for each method, with a linear-growth guide."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = np.array([r["n"] for r in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    series = [("hyp2 mAP@5000", [min(r.get("hyp2_s") or [r["hyp2_first_s"]]) for r in rows], "o-"),
+              ("hyp2 evaluate_all@5000", [r["evaluate_all_s"] for r in rows], "s-"),
+              ("hyp2 mAP, whole ranking", [r.get("whole_s") for r in rows], "^-"),
+              ("faiss IndexBinaryFlat search, k=5000", [min(r["faiss_s"]) if "faiss_s" in r else None
+                                                        for r in rows], "D-"),
+              ("official-style loop (measured)", [r.get("loop_s") for r in rows], "x-")]
+    for label, ys, style in series:
+        pts = [(x, y) for x, y in zip(n, ys) if y]
+        if pts:
+            ax.plot(*zip(*pts), style, label=label)
+    extra = [(r["n"], r["loop_extrapolated_s"]) for r in rows if "loop_extrapolated_s" in r]
+    last = [(r["n"], r["loop_s"]) for r in rows if "loop_s" in r][-1:]
+    if extra:
+        ax.plot(*zip(*(last + extra)), "x--", color="C4", label="official-style loop (extrapolated)")
+    t0 = min(rows[0].get("hyp2_s") or [rows[0]["hyp2_first_s"]])
+    ax.plot(n, t0 * n / n[0], ":", color="gray", label="linear in N")
+    ax.set(xscale="log", yscale="log", xlabel="database codes N", ylabel="seconds",
+           title="2,100 queries, 48 bits (2-core CPU)")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_scaling(args, faiss) -> None:
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"numpy {np.__version__}" + (f", faiss {faiss.__version__}" if faiss else ""))
+    rng = np.random.default_rng(0)
+    q, ql = make_codes(rng, 2100, args.scaling_bits), make_labels(rng, 2100)
+    d, dl = make_database(1, max(args.sizes), args.scaling_bits)
+    print(f"2100 queries, up to {max(args.sizes):,} codes, {args.scaling_bits} bits, 21 classes, mAP@{args.topk}; "
+          f"times: best (range) of {args.repeats} alternating hyp2/faiss runs after a first hyp2 run")
+    metrics.mean_average_precision(q[:64], d[:50_000], ql[:64], dl[:50_000], topk=100)  # warm-up
+    print(SCALING_HEADER)
+    rows = []
+    for n in sorted(args.sizes):
+        rows.append(scaling_row(n, (q, d, ql, dl), faiss, args))
+        extrapolate_loop(rows)
+        print_scaling(rows[-1:])
+    extrapolate_loop(rows)
+    lin = {key: linearity(rows, key) for key in ("hyp2_s", "evaluate_all_s", "whole_s", "faiss_s")}
+    print("growth / linear growth, smallest to largest N: " + ", ".join(
+        f"{k.removesuffix('_s')} {v:.2f}" for k, v in lin.items() if v))
+    del d, dl
+    sweep = sweep_bits(args, faiss) if faiss is not None and args.sweep_bits else []
+    if args.json:
+        atomic_write_json(args.json, {"queries": 2100, "topk": args.topk, "rows": rows, "sweep": sweep,
+                                      "linearity": lin})
+    if args.plot:
+        plot_scaling(rows, args.plot)
+        print(f"figure: {args.plot}")
+
+
+def import_faiss():
+    try:
+        import faiss
+    except ImportError:
+        print("faiss is not installed: its columns are skipped (pip install faiss-cpu)")
+        return None
+    return faiss
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="400 queries, 40,000 items, K=1,000")
@@ -221,21 +441,34 @@ def main() -> None:
     parser.add_argument("--loop-queries", type=int, default=None,
                         help="queries the official-style loop runs on (then extrapolated)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--scaling", action="store_true", help="time against N, 0.2M to 10M codes")
+    parser.add_argument("--sizes", type=int, nargs="+",
+                        default=[200_000, 1_000_000, 2_000_000, 4_000_000, 10_000_000])
+    parser.add_argument("--scaling-bits", type=int, default=48)
+    parser.add_argument("--sweep-bits", type=int, nargs="*", default=[16, 32, 64, 128],
+                        help="code lengths compared with faiss at the largest N (--scaling)")
+    parser.add_argument("--no-whole", dest="whole", action="store_false",
+                        help="skip the whole-ranking mAP (topk=None) in --scaling")
+    parser.add_argument("--loop-max", type=int, default=2_000_000,
+                        help="largest N the official-style loop runs at in --scaling (then extrapolated)")
+    parser.add_argument("--plot", type=Path, default=None, help="--scaling: draw the log-log figure here")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--topk", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.topk)
         return
+    if args.scaling:
+        args.topk = args.topk or 5000
+        args.repeats = min(args.repeats, 2)
+        args.loop_queries = args.loop_queries or 10
+        run_scaling(args, import_faiss())
+        return
     sizes = (400, 40_000, 1000) if args.quick else (2100, 193_734, 5000)
     args.queries, args.database, args.topk = sizes
     if args.loop_queries is None:
         args.loop_queries = 20 if args.quick else 40
-    try:
-        import faiss
-    except ImportError:
-        faiss = None
-        print("faiss is not installed: its columns are skipped (pip install faiss-cpu)")
+    faiss = import_faiss()
 
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}"

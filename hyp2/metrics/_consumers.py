@@ -86,7 +86,7 @@ class Histogram:
 def stable_order(row: np.ndarray, dist: np.ndarray, n_rows: int, k1: int) -> np.ndarray:
     """Permutation sorting entries by (row, distance), equal entries kept in their order (radix)."""
     if n_rows * k1 <= 2**16:
-        key = row.astype(np.uint16) * np.uint16(k1) if n_rows * k1 > 1 else np.zeros(len(row), np.uint16)
+        key = row.astype(np.uint16) * np.uint16(k1)
         key += dist.astype(np.uint16)
         return np.argsort(key, kind="stable")
     first = np.argsort(dist, kind="stable")  # LSD: distance, then row, both stable
@@ -95,16 +95,17 @@ def stable_order(row: np.ndarray, dist: np.ndarray, n_rows: int, k1: int) -> np.
 
 
 class _Candidates:
-    """One query group's top-k state; candidates are kept per query tile, in database order."""
+    """One query group's top-k state. Candidates are kept per query tile, block after block, as
+    (row within the tile: uint16, database index, distance) arrays."""
 
-    def __init__(self, lim: np.ndarray, k1: int):
+    def __init__(self, lim: np.ndarray, k1: int, budget: int):
         self.lim = lim  # (r,) int64: items at distance <= lim[i] are still kept for row i
         self.counts = np.zeros((len(lim), k1), dtype=np.int64)  # kept items per distance
-        # tile's first row -> [row, index, distance arrays] per block; a tile already compacted
-        # holds one part in (row, distance, index) order.
-        self.parts: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-        self.ends: dict[int, int] = {}
+        self.parts: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}  # tile start -> parts
+        self.ends: dict[int, int] = {}  # tile start -> tile end
+        self.sorted: set[int] = set()  # tiles whose single part is sorted and compacted
         self.size = 0
+        self.budget = budget
 
 
 class TopK:
@@ -119,11 +120,10 @@ class TopK:
         self.caps = caps  # (Q,) int64 per query of the engine
         self.budget = budget_entries  # candidates kept before compacting
         self.idx_dtype = np.int32 if n_db < 2**31 else np.int64
+        self.dist_dtype = np.uint8 if eng.num_bits < 256 else np.int32
 
     def start(self, n_rows: int, first_row: int = 0) -> _Candidates:
-        st = _Candidates(self.caps[first_row:first_row + n_rows].copy(), self.eng.num_bits + 1)
-        st.budget = self.budget
-        return st
+        return _Candidates(self.caps[first_row:first_row + n_rows].copy(), self.eng.num_bits + 1, self.budget)
 
     def tile(self, st: _Candidates, r0: int, r1: int, b0: int, keys, rel, scratch: Scratch) -> None:
         eng = self.eng
@@ -141,56 +141,62 @@ class TopK:
             flat = flat_t.cpu().numpy()
         if flat.size:  # flat is ascending: row by row (a repeat is cheaper than a division)
             per_row = np.diff(np.searchsorted(flat, np.arange(r1 - r0 + 1) * width))
-            row = np.repeat(np.arange(r0, r1, dtype=np.int32), per_row)
+            row = np.repeat(np.arange(r1 - r0, dtype=np.uint16), per_row)
             idx = (flat - np.repeat(np.arange(r1 - r0) * width - b0, per_row)).astype(self.idx_dtype)
-            self._add(st, row, idx, dist.astype(eng.dist_dtype), r0, r1)
+            self._add(st, row, idx, dist.astype(self.dist_dtype), r0, r1)
 
     def _add(self, st: _Candidates, row, idx, dist, r0: int, r1: int) -> None:
         k1 = self.eng.num_bits + 1
         st.parts.setdefault(r0, []).append((row, idx, dist))
         st.ends[r0] = r1
+        st.sorted.discard(r0)
         st.size += len(row)
         counts = st.counts[r0:r1]
-        counts += np.bincount((row - r0) * k1 + dist, minlength=(r1 - r0) * k1).reshape(-1, k1)
+        counts += np.bincount(row.astype(np.int64) * k1 + dist, minlength=(r1 - r0) * k1).reshape(-1, k1)
         # The depth-th nearest distance T seen so far: later items need a distance < T.
         t = (counts.cumsum(1) < self.depth).sum(1)
         np.minimum(st.lim[r0:r1], t - 1, out=st.lim[r0:r1])
         if st.size > st.budget:
             for first in list(st.parts):
-                self._compact(st, first)
+                self._compact(st, first, keep=True)
             st.budget = max(st.budget, 2 * st.size)  # never compact again for a few entries
 
-    def _compact(self, st: _Candidates, r0: int, final: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sort the candidates of the tile at ``r0`` by (row, distance, index) and keep each row's
-        first ``depth`` (all of them when ``final``: :func:`pick_topk` reads only those)."""
-        parts = st.parts[r0]
-        if len(parts) == 1 and getattr(parts, "done", False):
+    def _compact(self, st: _Candidates, r0: int, keep: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sort the tile's candidates by (row, distance, index), keeping each row's first
+        ``depth`` when ``keep`` (when finishing, :func:`pick_topk` reads only those anyway)."""
+        parts = st.parts.pop(r0)
+        if r0 in st.sorted:
+            st.parts[r0] = parts
             return parts[0]
         row, idx, dist = (np.concatenate(a) for a in zip(*parts)) if len(parts) > 1 else parts[0]
-        n_rows = st.ends[r0] - r0
-        order = stable_order(row - r0, dist, n_rows, self.eng.num_bits + 1)
+        del parts
+        order = stable_order(row, dist, st.ends[r0] - r0, self.eng.num_bits + 1)
         row, idx, dist = row.take(order), idx.take(order), dist.take(order)
-        if final:
-            return row, idx, dist
-        starts = np.searchsorted(row, np.arange(r0, r0 + n_rows))
-        keep = np.arange(len(row)) - starts[row - r0] < self.depth
-        kept = (row[keep], idx[keep], dist[keep])
-        st.size += len(kept[0]) - len(row)
-        st.parts[r0] = _Done([kept])
-        return kept
+        del order
+        if keep:
+            starts = np.searchsorted(row, np.arange(st.ends[r0] - r0))
+            kept = np.arange(len(row)) - starts[row] < self.depth
+            st.size -= len(row) - int(kept.sum())
+            row, idx, dist = row[kept], idx[kept], dist[kept]
+        st.parts[r0] = [(row, idx, dist)]
+        st.sorted.add(r0)
+        return row, idx, dist
 
-    def finish(self, st: _Candidates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every row's first ``depth`` candidates, sorted by (row, distance, index)."""
-        tiles = [self._compact(st, r0, final=True) for r0 in sorted(st.parts)]
-        if not tiles:
-            return np.zeros(0, np.int32), np.zeros(0, self.idx_dtype), np.zeros(0, self.eng.dist_dtype)
-        return tuple(np.concatenate(a) for a in zip(*tiles))
-
-
-class _Done(list):
-    """A tile's parts already compacted and sorted (one part)."""
-
-    done = True
+    def finish(self, st: _Candidates) -> list[tuple[int, int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+        """Per query tile ``(first row, end row, (row within the tile, index, distance))``, sorted by
+        (row, distance, index): every row's first ``depth`` candidates come first. Tiles are sorted
+        one at a time, each replacing its parts, so the peak memory stays near the candidates'."""
+        out, done = [], 0
+        empty = (np.zeros(0, np.uint16), np.zeros(0, self.idx_dtype), np.zeros(0, self.dist_dtype))
+        for r0 in sorted(st.parts):
+            if r0 > done:  # rows without any candidate (their cap fell short everywhere)
+                out.append((done, r0, empty))
+            out.append((r0, st.ends[r0], self._compact(st, r0, keep=False)))
+            del st.parts[r0]
+            done = st.ends[r0]
+        if done < len(st.lim):
+            out.append((done, len(st.lim), empty))
+        return out
 
 
 def pick_topk(row: np.ndarray, idx: np.ndarray, dist: np.ndarray, n_rows: int, depth: int,

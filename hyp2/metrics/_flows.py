@@ -23,6 +23,7 @@ from ._scan import Unit, run_unit, scan
 from .options import EngineOptions
 
 _SELECT_SHARE = 8  # rankings deeper than N / 8 are scored by RankAP instead of candidates
+_REDUCE_ROWS = 128  # queries whose (rows, k) top-k arrays are scored at once
 
 
 class Problem:
@@ -95,12 +96,13 @@ class Problem:
         need = mean + opts.sample_z * np.sqrt(mean) + 1.0
         return thresholds(self.histograms(False, db=sample), need).clip(max=k)
 
-    def topk(self, depth: int, caps: np.ndarray, reduce: Callable[[slice, np.ndarray, np.ndarray], Any],
-             exact_caps: Callable[[np.ndarray], np.ndarray] | None = None, hist_too: bool = False) -> list:
-        """``reduce(rows, indices (r, depth), distances (r, depth))`` of each query group, in order.
+    def topk(self, depth: int, caps: np.ndarray, reduce: Callable[..., Any], hist_too: bool = False) -> list:
+        """``reduce(rows, indices (r, depth), distances (r, depth))`` for every chunk of at most
+        ``_REDUCE_ROWS`` queries, in query order (the per-chunk arrays bound the memory).
 
         With ``hist_too`` the same pass also counts the [irrelevant, relevant] items at each
-        distance and ``reduce`` gets them as a fourth argument ``(r, 2, K+1)``.
+        distance and ``reduce`` gets them as a fourth argument ``(r, 2, K+1)`` (and rows whose cap
+        fell short are redone with the exact cap it gives).
         """
         eng = self.eng
         workers = self.options.workers_for(eng.device)
@@ -112,40 +114,59 @@ class Problem:
             hist = Histogram(eng, self.lab_ops)
             cons, per_query = Both(hist, cons), per_query + 16 * hist.bins
 
-        def group(rows: slice, results: list) -> Any:
+        def group(rows: slice, results: list) -> list:
             hist = sum(r[0] for r in results) if hist_too else None
-            cands = [r[1] for r in results] if hist_too else results
-            idx, dist = self._pick(rows, cands, depth, hist, exact_caps)
-            return reduce(rows, idx, dist) if hist is None else reduce(rows, idx, dist, hist)
+            out = []
+            for r0, r1, (row, idx, dist) in self._merge([r[1] for r in results] if hist_too else results):
+                counts = np.bincount(row, minlength=r1 - r0)
+                redo = self._redo(rows.start + r0 + np.flatnonzero(counts < depth), depth,
+                                  None if hist is None else hist[r0:r1][counts < depth])
+                for c0 in range(0, r1 - r0, _REDUCE_ROWS):
+                    c1 = min(c0 + _REDUCE_ROWS, r1 - r0)
+                    lo, hi = np.searchsorted(row, [c0, c1])
+                    top, top_d, _ = pick_topk(row[lo:hi] - c0, idx[lo:hi], dist[lo:hi], c1 - c0, depth)
+                    for i in range(c0, c1):
+                        if rows.start + r0 + i in redo:
+                            top[i - c0], top_d[i - c0] = redo[rows.start + r0 + i]
+                    chunk = slice(rows.start + r0 + c0, rows.start + r0 + c1)
+                    out.append(reduce(chunk, top, top_d) if hist is None else
+                               reduce(chunk, top, top_d, hist[r0 + c0:r0 + c1]))
+            return out
 
-        return scan(eng, self.db, cons, per_query_bytes=per_query, split_db=True, labels=self.labels,
-                    lab_ops=self.lab_ops, group_fn=group)
+        parts = scan(eng, self.db, cons, per_query_bytes=per_query, split_db=True, labels=self.labels,
+                     lab_ops=self.lab_ops, group_fn=group)
+        return [x for part in parts for x in part]
 
-    def _pick(self, rows: slice, cands: list, depth: int, hist: np.ndarray | None,
-              exact_caps: Callable[[np.ndarray], np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-        """The group's top ``depth`` from its ranges' candidates; rows that fell short are redone."""
-        n_rows = rows.stop - rows.start
-        k1 = self.num_bits + 1
-        if len(cands) == 1:
-            row, idx, dist = cands[0]
-        else:  # ranges in database order: a stable sort by (row, distance) keeps index order
-            row, idx, dist = (np.concatenate(a) for a in zip(*cands))
-            order = stable_order(row, dist, n_rows, k1)
-            row, idx, dist = row[order], idx[order], dist[order]
-        top, top_d, ok = pick_topk(row, idx, dist, n_rows, depth)
-        if not ok.all():
-            bad = np.flatnonzero(~ok)
-            if hist is not None:
-                caps = thresholds(hist[bad].sum(1), depth)
-            else:
-                caps = np.full(len(bad), self.num_bits, dtype=np.int64)
-            sub = self.eng.subset(rows.start + bad)
-            redo = TopK(sub, depth, caps, max(1, self.options.memory_bytes // (2 * ENTRY_BYTES)), self.db.rows)
-            r_row, r_idx, r_dist = run_unit(sub, self.db, redo, Unit(slice(0, len(bad)), 0, self.db.rows))
-            b_top, b_dist, b_ok = pick_topk(r_row, r_idx, r_dist, len(bad), depth)
-            assert b_ok.all(), "an exact top-k bound fell short"
-            top[bad], top_d[bad] = b_top, b_dist
-        return top, top_d
+    def _merge(self, ranges: list[list]) -> list:
+        """One group's per-tile candidates from its database ranges (see TopK.finish), merged into
+        one tile. Ranges split the database only for a few queries, so the merge is small."""
+        if len(ranges) == 1:
+            return ranges[0]
+        n_rows = ranges[0][-1][1]
+        parts = [(row.astype(np.int64) + r0, idx, dist) for tiles in ranges for r0, _, (row, idx, dist) in tiles]
+        row, idx, dist = (np.concatenate(a) for a in zip(*parts))  # ranges in database order
+        # A stable sort by (row, distance) keeps the index order.
+        order = stable_order(row, dist, n_rows, self.num_bits + 1)
+        return [(0, n_rows, (row.take(order), idx.take(order), dist.take(order)))]
+
+    def _redo(self, bad: np.ndarray, depth: int, hist: np.ndarray | None) -> dict:
+        """Exact top ``depth`` of the queries ``bad`` whose cap fell short: {query: (idx, dist)}.
+
+        With their histograms the exact cap is known; without, there is none (the running bound
+        alone is exact).
+        """
+        if not len(bad):
+            return {}
+        caps = thresholds(hist.sum(1), depth) if hist is not None else \
+            np.full(len(bad), self.num_bits, dtype=np.int64)
+        sub = self.eng.subset(bad)
+        cons = TopK(sub, depth, caps, max(1, self.options.memory_bytes // (2 * ENTRY_BYTES)), self.db.rows)
+        out = {}
+        for r0, r1, cands in run_unit(sub, self.db, cons, Unit(slice(0, len(bad)), 0, self.db.rows)):
+            top, top_d, ok = pick_topk(*cands, r1 - r0, depth)
+            assert ok.all(), "an exact top-k bound fell short"
+            out.update({int(bad[r0 + i]): (top[i], top_d[i]) for i in range(r1 - r0)})
+        return out
 
     def ranking_ap(self, depth: int, hist: np.ndarray | None = None) -> np.ndarray:
         """``(Q,)`` AP@depth of every query through :class:`RankAP` (any depth, no stored ranking)."""

@@ -40,7 +40,8 @@ def test_running_bound_keeps_few_candidates():
         keys = prob.eng.keys(slice(0, 6), prob.eng.block(prob.db, b0, b0 + 50), scratch)
         cons.tile(st, 0, 6, b0, keys, None, scratch)
     assert st.size < 1000  # a bound that never tightened would keep all 24,000
-    row, idx, dist = cons.finish(st)
+    [(r0, r1, (row, idx, dist))] = cons.finish(st)
+    assert (r0, r1) == (0, 6)
     expected = Ref(q, d, np.zeros((6, 1)), np.zeros((4000, 1))).orders
     for r in range(6):
         np.testing.assert_array_equal(idx[row == r][:depth], expected[r][:depth])
@@ -68,6 +69,10 @@ def test_sampled_caps_that_fall_short_are_redone_exactly():
         res = M.evaluate_all(q, d, ql, dl, topk=140, ns=ns, options=opts)  # redone with exact caps
         assert res["map"] == pytest.approx(ref.map(140), abs=1e-12)
         assert res["precision_at_n"]["precision"] == pytest.approx(ref.p_at(ns), abs=1e-12)
+        # Two queries, three workers: database ranges whose short candidates merge, then redone.
+        split = EngineOptions(sample_size=64, sample_z=z, block_items=100, workers=3)
+        idx, _ = M.hamming_ranking(q[:2], d, 140, options=split)
+        np.testing.assert_array_equal(idx, np.array([o[:140] for o in ref.orders[:2]]))
 
 
 @pytest.mark.parametrize("block", [None, 17])
