@@ -295,6 +295,34 @@ def scaling_row(n: int, data: tuple, faiss, args) -> dict:
     return row
 
 
+def scaling_memory_child(n: int, bits: int, topk: int) -> None:
+    """In a fresh process: the peak extra memory of mAP@topk and evaluate_all at database size n."""
+    rng = np.random.default_rng(0)
+    q, ql = make_codes(rng, 2100, bits), make_labels(rng, 2100)
+    d, dl = make_database(1, n, bits)
+    metrics.evaluate_all(q[:64], d[:50_000], ql[:64], dl[:50_000], topk=100)  # kernels, thread pools
+    out = {"n": n}
+    for name, fn in (("map_bytes", metrics.mean_average_precision), ("evaluate_all_bytes", metrics.evaluate_all)):
+        out[name] = timed_memory(lambda fn=fn: fn(q, d, ql, dl, topk=topk))[1]
+    print(json.dumps(out))
+
+
+def scaling_memory(n: int, bits: int, topk: int) -> dict:
+    cmd = [sys.executable, __file__, "--scaling-memory-child", str(n), "--scaling-bits", str(bits),
+           "--topk", str(topk)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_scaling_memory(args) -> None:
+    """--memory-only: each size in a fresh process (the in-run figures reuse freed memory)."""
+    print(f"peak extra memory in a fresh process, {args.scaling_bits} bits, mAP@{args.topk}")
+    for n in sorted(args.sizes):
+        r = scaling_memory(n, args.scaling_bits, args.topk)
+        print(f"{n:>10,}: mAP {r['map_bytes'] / 2**20:.0f} MiB, evaluate_all {r['evaluate_all_bytes'] / 2**20:.0f} MiB",
+              flush=True)
+
+
 def extrapolate_loop(rows: list[dict]) -> None:
     """Past the last measured size the loop's time is extrapolated as N log N (its argsort)."""
     measured = [r for r in rows if "loop_s" in r]
@@ -346,7 +374,7 @@ def sweep_one(bits: int, n: int, topk: int, faiss) -> dict:
     qp = np.packbits(q > 0, axis=1)
     row = {"n": n, "bits": bits}
     row.update(side_by_side(lambda: metrics.mean_average_precision(q, d, ql, dl, topk=topk),
-                            lambda: index.search(qp, topk), 1))
+                            lambda: index.search(qp, topk), 2))
     return row
 
 
@@ -356,8 +384,8 @@ def sweep_bits(args, faiss) -> list[dict]:
     for bits in args.sweep_bits:
         rows.append(sweep_one(bits, max(args.sizes), args.topk, faiss))
         r = rows[-1]
-        print(f"{bits:>4} bits, N={r['n']:,}: hyp2 {r['hyp2_s'][0]:.2f} s, faiss {r['faiss_s'][0]:.2f} s, "
-              f"ratio {r['ratio'][0]:.2f}, load {r['load'][0]:.2f}", flush=True)
+        print(f"{bits:>4} bits, N={r['n']:,}: hyp2 {fmt_range(r['hyp2_s'])} s, faiss {fmt_range(r['faiss_s'])} s, "
+              f"ratio {fmt_range(r['ratio'])}, load {fmt_range(r['load'])}", flush=True)
     return rows
 
 
@@ -433,7 +461,7 @@ def import_faiss():
     return faiss
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="400 queries, 40,000 items, K=1,000")
     parser.add_argument("--bits", type=int, nargs="+", default=[48, 12, 32, 64, 128])
@@ -452,11 +480,25 @@ def main() -> None:
     parser.add_argument("--loop-max", type=int, default=2_000_000,
                         help="largest N the official-style loop runs at in --scaling (then extrapolated)")
     parser.add_argument("--plot", type=Path, default=None, help="--scaling: draw the log-log figure here")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="--scaling: only the peak extra memory, each size in a fresh process")
+    parser.add_argument("--scaling-memory-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--topk", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.topk)
+        return
+    if args.scaling_memory_child:
+        scaling_memory_child(args.scaling_memory_child, args.scaling_bits, args.topk)
+        return
+    if args.scaling and args.memory_only:
+        args.topk = args.topk or 5000
+        run_scaling_memory(args)
         return
     if args.scaling:
         args.topk = args.topk or 5000
@@ -464,6 +506,11 @@ def main() -> None:
         args.loop_queries = args.loop_queries or 10
         run_scaling(args, import_faiss())
         return
+    run_nuswide(args)
+
+
+def run_nuswide(args) -> None:
+    """The NUS-WIDE-scale table: one row per code length."""
     sizes = (400, 40_000, 1000) if args.quick else (2100, 193_734, 5000)
     args.queries, args.database, args.topk = sizes
     if args.loop_queries is None:

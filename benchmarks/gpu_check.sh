@@ -33,6 +33,37 @@ gpu = mean_average_precision(*args, topk=5000)
 torch.cuda.synchronize()
 print(f"NUS-WIDE scale mAP@5000 on the GPU: {time.perf_counter() - t:.3f} s; equals CPU: {abs(gpu - cpu) < 1e-9}")
 PY
+  # hyp2.metrics on the GPU at 0.2M and 10M database codes (docs/evaluation.md, "On a GPU"):
+  # mAP@5000, evaluate_all@5000 and the whole-ranking mAP, each checked against the CPU.
+  python - <<'PY'
+import time, numpy as np, torch
+from hyp2 import metrics as M
+rng = np.random.default_rng(0)
+q = rng.choice(np.array([-1, 1], np.int8), (2100, 48))
+ql = (rng.random((2100, 21)) < 0.12).astype(np.uint8)
+for n in (200_000, 10_000_000):
+    d = rng.choice(np.array([-1, 1], np.int8), (n, 48))
+    dl = (rng.random((n, 21)) < 0.12).astype(np.uint8)
+    gpu_args = [torch.from_numpy(a).cuda() for a in (q, d, ql, dl)]
+    for name, fn, topk in (("mAP@5000", M.mean_average_precision, 5000),
+                           ("evaluate_all@5000", M.evaluate_all, 5000),
+                           ("mAP whole ranking", M.mean_average_precision, None)):
+        fn(*[a[:1000] for a in gpu_args], topk=topk and 100)  # warm-up
+        torch.cuda.synchronize(); t = time.perf_counter()
+        gpu = fn(*gpu_args, topk=topk)
+        torch.cuda.synchronize(); gpu_s = time.perf_counter() - t
+        if topk is None and n > 200_000:  # the CPU whole ranking at 10M takes minutes: GPU time only
+            print(f"metrics N={n:,} {name}: GPU {gpu_s:.2f} s", flush=True)
+            continue
+        t = time.perf_counter()
+        cpu = fn(q, d, ql, dl, topk=topk)
+        cpu_s = time.perf_counter() - t
+        same = gpu == cpu if isinstance(gpu, float) else all(
+            np.allclose(np.asarray(gpu[k], dtype=float), np.asarray(cpu[k], dtype=float), atol=1e-9)
+            for k in ("map", "precision_radius2"))
+        print(f"metrics N={n:,} {name}: GPU {gpu_s:.2f} s, CPU {cpu_s:.2f} s, equal: {same}", flush=True)
+    del gpu_args
+PY
 } 2>&1 | tee "$OUT/checks.txt"
 for spec in "googlenet 448" "alexnet 224"; do
   set -- $spec
