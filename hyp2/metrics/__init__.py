@@ -36,34 +36,8 @@ Its knobs are :class:`EngineOptions`, passed explicitly as ``options=``; they ch
 and the memory, never a result. ``docs/evaluation.md`` explains the design and has the
 measurements.
 """
-from .functions import (
-    DEFAULT_NS,
-    binarize,
-    evaluate_all,
-    hamming_distance,
-    hamming_ranking,
-    mean_average_precision,
-    pack_codes,
-    pr_curve,
-    precision_at_n,
-    precision_within_radius,
-    recall_at_n,
-    unpack_codes,
-)
+from .functions import *  # noqa: F403 - the public functions, listed in functions.__all__
+from .functions import __all__ as _functions
 from .options import EngineOptions
 
-__all__ = [
-    "binarize",
-    "pack_codes",
-    "unpack_codes",
-    "hamming_distance",
-    "hamming_ranking",
-    "mean_average_precision",
-    "precision_at_n",
-    "recall_at_n",
-    "pr_curve",
-    "precision_within_radius",
-    "evaluate_all",
-    "DEFAULT_NS",
-    "EngineOptions",
-]
+__all__ = [*_functions, "EngineOptions"]
