@@ -249,23 +249,28 @@ def faiss_index(faiss, codes: np.ndarray):
 
 
 def side_by_side(hyp2_fn, faiss_fn, repeats: int) -> dict:
-    """hyp2 and faiss run alternately; seconds of each run, and the load average before each pair."""
-    out: dict = {"hyp2_s": [], "faiss_s": [], "load": []}
+    """hyp2 and faiss run alternately: wall seconds of each run, hyp2's CPU seconds (all threads:
+    what other jobs on the machine do not change) and the load average before each pair."""
+    out: dict = {"hyp2_s": [], "faiss_s": [], "hyp2_cpu_s": [], "load": []}
     for _ in range(repeats):
         out["load"].append(round(os.getloadavg()[0], 2))
         for key, fn in (("hyp2_s", hyp2_fn), ("faiss_s", faiss_fn)):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             out[key].append(time.perf_counter() - t0)
+            if key == "hyp2_s":
+                out["hyp2_cpu_s"].append(time.process_time() - c0)
     out["ratio"] = [h / f for h, f in zip(out["hyp2_s"], out["faiss_s"])]
     return out
 
 
 def timed_memory(fn) -> tuple[float, int, object]:
-    """Seconds, peak extra resident memory (bytes) and result of one call."""
+    """Wall seconds, peak extra resident memory (bytes) and result of one call; the CPU seconds
+    in ``timed_memory.cpu``."""
     base = reset_peak_rss()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = fn()
+    timed_memory.cpu = time.process_time() - c0
     return time.perf_counter() - t0, peak_rss() - base, result
 
 
@@ -284,9 +289,11 @@ def scaling_row(n: int, data: tuple, faiss, args) -> dict:
         del index
     row["evaluate_all_s"], row["evaluate_all_bytes"], _ = timed_memory(
         lambda: metrics.evaluate_all(q, d, ql, dl, topk=topk))
+    row["evaluate_all_cpu_s"] = timed_memory.cpu
     if args.whole:
         row["whole_s"], row["whole_bytes"], _ = timed_memory(
             lambda: metrics.mean_average_precision(q, d, ql, dl, topk=None))
+        row["whole_cpu_s"] = timed_memory.cpu
     if n <= args.loop_max:
         m = args.loop_queries
         row["loop_s"], _ = best_of(lambda: official_style_loop(q[:m], d, ql[:m], dl, topk, stable=False), 1)
@@ -423,6 +430,29 @@ def plot_scaling(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def combine_runs(paths: list[Path]) -> list[dict]:
+    """Rows of several --scaling --json runs merged per N: every repeat of every run, the best
+    single times (the runs least slowed by other jobs), the largest memory, the load range."""
+    pick = {"load_before": min, "load_after": max}
+    by_n: dict[int, dict] = {}
+    for path in paths:
+        for r in json.loads(Path(path).read_text())["rows"]:
+            row = by_n.setdefault(r["n"], {})
+            for key, value in r.items():
+                if isinstance(value, list):
+                    row[key] = row.get(key, []) + value
+                elif key in row and key != "loop_extrapolated_s":
+                    how = pick.get(key, min if key.endswith("_s") else max if key.endswith("_bytes") else None)
+                    row[key] = how(row[key], value) if how else row[key]
+                else:
+                    row[key] = value
+    rows = [by_n[n] for n in sorted(by_n)]
+    for r in rows:
+        r.pop("loop_extrapolated_s", None)
+    extrapolate_loop(rows)
+    return rows
+
+
 def run_scaling(args, faiss) -> None:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"numpy {np.__version__}" + (f", faiss {faiss.__version__}" if faiss else ""))
@@ -439,8 +469,9 @@ def run_scaling(args, faiss) -> None:
         extrapolate_loop(rows)
         print_scaling(rows[-1:])
     extrapolate_loop(rows)
-    lin = {key: linearity(rows, key) for key in ("hyp2_s", "evaluate_all_s", "whole_s", "faiss_s")}
-    print("growth / linear growth, smallest to largest N: " + ", ".join(
+    lin = {key: linearity(rows, key) for key in ("hyp2_s", "evaluate_all_s", "whole_s", "faiss_s", "hyp2_cpu_s",
+                                                 "evaluate_all_cpu_s", "whole_cpu_s")}
+    print("growth / linear growth, smallest to largest N (wall, then hyp2's CPU seconds): " + ", ".join(
         f"{k.removesuffix('_s')} {v:.2f}" for k, v in lin.items() if v))
     del d, dl
     sweep = sweep_bits(args, faiss) if faiss is not None and args.sweep_bits else []
@@ -480,6 +511,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--loop-max", type=int, default=2_000_000,
                         help="largest N the official-style loop runs at in --scaling (then extrapolated)")
     parser.add_argument("--plot", type=Path, default=None, help="--scaling: draw the log-log figure here")
+    parser.add_argument("--plot-from", type=Path, nargs="+", default=None,
+                        help="draw --plot from these --scaling --json files (best figure of each N)")
     parser.add_argument("--memory-only", action="store_true",
                         help="--scaling: only the peak extra memory, each size in a fresh process")
     parser.add_argument("--scaling-memory-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -495,6 +528,12 @@ def main() -> None:
         return
     if args.scaling_memory_child:
         scaling_memory_child(args.scaling_memory_child, args.scaling_bits, args.topk)
+        return
+    if args.plot_from:
+        rows = combine_runs(args.plot_from)
+        print(SCALING_HEADER)
+        print_scaling(rows)
+        plot_scaling(rows, args.plot or Path("eval_scaling.png"))
         return
     if args.scaling and args.memory_only:
         args.topk = args.topk or 5000
