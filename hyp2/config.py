@@ -51,6 +51,9 @@ class Config:
     # Evaluation and reports.
     export_codes: bool = False
     plots: bool = False
+    # The flags given on the command line (``--test`` refuses those that disagree with the
+    # checkpoint; the others are taken from it).
+    given: tuple[str, ...] = ()
 
     @property
     def run_name(self) -> str:

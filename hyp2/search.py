@@ -37,20 +37,18 @@ import numpy as np
 import torch
 
 from .errors import ArgumentParser, UserError, resolve_device, run_command
-from .io import atomic_save, atomic_write_bytes
+from .hasher import encode_paths, load_hasher
+from .io import atomic_write_bytes
+from .results import write_atomic
 from .metrics import hamming_ranking, pack_codes
 
-__all__ = ["CODES_FORMAT", "CODES_VERSION", "CodeDatabase", "export_codes", "load_codes",
-           "read_image", "encode_images", "search", "main"]
+__all__ = ["CODES_FORMAT", "CODES_VERSION", "CodeDatabase", "export_codes", "load_codes", "check_same_model",
+           "search", "main"]
 
 CODES_FORMAT = "hyp2-codes"
 CODES_VERSION = 1
 FAISS_SUFFIX = ".faissbin"
 _KEYS = ("format", "version", "codes", "labels", "ids", "num_bits", "classes", "meta")
-# Metadata that must agree between the checkpoint and the exported codes: codes of another model
-# (another dataset, loss, or an older epoch of the same run) rank meaninglessly.
-_SAME_MODEL_KEYS = ("dataset", "backbone", "loss", "epoch")
-_ENCODE_BATCH = 32
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,7 +119,7 @@ def export_codes(path: str | Path, db_outputs: Any, db_labels: Any, ids: Sequenc
         "classes": np.array(classes, dtype=np.str_),
         "meta": np.array(json.dumps(meta, sort_keys=True, default=str)),
     }
-    atomic_save(path, lambda fh: np.savez_compressed(fh, **arrays))
+    write_atomic(path, lambda fh: np.savez_compressed(fh, **arrays), "codes file", need=codes.nbytes + labels.nbytes)
     written = [path]
 
     index_path = path.with_suffix(FAISS_SUFFIX)
@@ -221,46 +219,9 @@ def load_codes(path: str | Path) -> CodeDatabase:
     return CodeDatabase(codes, labels, ids, num_bits, tuple(str(c) for c in classes), meta)
 
 
-def read_image(path: str | Path):
-    """Open ``path`` as an RGB PIL image; a :class:`UserError` naming the path and the reason."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        reason = "no such file"
-    except IsADirectoryError:
-        reason = "it is a directory"
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
-        reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
-    raise UserError(f"cannot read image {path} ({reason}); pass an image file PIL can open "
-                    f"(JPEG, PNG, ...)")
-
-
 # ----------------------------------------------------------------------------------------------
 # Search
 # ----------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def encode_images(model: torch.nn.Module, paths: Sequence[str | Path], image_size: int,
-                  device: torch.device | str, batch_size: int = _ENCODE_BATCH) -> torch.Tensor:
-    """Encode image files as the test split is encoded (resize to ``image_size``², no flip,
-    ImageNet normalisation; model in eval mode).
-
-    Returns:
-        ``(Q, K)`` float32 real-valued outputs on the CPU, in the order of ``paths``.
-    """
-    from .data.base import image_transform
-
-    transform = image_transform(image_size, train=False)
-    model.eval()
-    outs = []
-    for start in range(0, len(paths), batch_size):
-        batch = torch.stack([transform(read_image(p)) for p in paths[start:start + batch_size]])
-        outs.append(model(batch.to(device)).float().cpu())
-    return torch.cat(outs) if outs else torch.empty(0, 0)
 
 
 def search(query_outputs: Any, db: CodeDatabase, top: int) -> list[list[dict[str, Any]]]:
@@ -305,35 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load_model(path: Path, db: CodeDatabase, codes_path: Path, device: torch.device):
-    """The checkpoint's model (eval mode, on ``device``) and its input image size."""
-    from .models import build_model
-    from .results import load_checkpoint
-
-    ckpt = load_checkpoint(path, map_location="cpu")
-    meta = ckpt.get("meta") or {}
-    config = ckpt.get("config") or {}
-    backbone, hash_bit = meta.get("backbone"), meta.get("hash_bit")
-    image_size = meta.get("image_size", config.get("image_size"))
-    if not isinstance(backbone, str) or not isinstance(hash_bit, int) or not isinstance(image_size, int):
-        raise UserError(f"checkpoint {path} lacks its backbone, hash_bit or image_size metadata; "
-                        f"retrain with this code")
-    if hash_bit != db.num_bits:
-        raise UserError(f"codes file {codes_path} holds {db.num_bits}-bit codes but checkpoint {path} "
-                        f"has hash_bit {hash_bit}; pass the codes exported with this checkpoint")
-    for key in _SAME_MODEL_KEYS:
-        if key in meta and key in db.meta and meta[key] != db.meta[key]:
-            raise UserError(f"codes file {codes_path} was exported from another model ({key} "
-                            f"{db.meta[key]!r}, checkpoint {path} has {meta[key]!r}); re-export with "
-                            f"python retrieval.py <the run's flags> --test --export_codes")
-    try:
-        model = build_model(backbone, hash_bit, pretrained=False)
-        model.load_state_dict(ckpt["model"])
-    except (ValueError, RuntimeError, KeyError) as e:
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise UserError(f"checkpoint {path} does not hold a {backbone} model with {hash_bit} bits "
-                        f"({type(e).__name__}: {first}); retrain with this code") from None
-    return model.to(device).eval(), image_size
+def check_same_model(hasher, db: CodeDatabase, codes_path: Path) -> None:
+    """Refuse codes exported from another model than ``hasher``'s: the same bits are not enough
+    (another seed or epoch of the same run ranks meaninglessly), so both must carry one identity,
+    the digest of the model's weights."""
+    ckpt_path = hasher.checkpoint.path
+    if hasher.num_bits != db.num_bits:
+        raise UserError(f"codes file {codes_path} holds {db.num_bits}-bit codes but checkpoint {ckpt_path} has "
+                        f"{hasher.num_bits} bits; pass the codes exported with this checkpoint")
+    exported_from = db.meta.get("model_digest")
+    if exported_from != hasher.digest:
+        what = (f"was exported from another model (digest {exported_from}, checkpoint {ckpt_path} has "
+                f"{hasher.digest})" if exported_from else "does not say which model it was exported from")
+        raise UserError(f"codes file {codes_path} {what}; re-export with: python retrieval.py <the run's flags> "
+                        f"--test --export_codes")
 
 
 def _print_table(images: Sequence[str], results: list[list[dict[str, Any]]]) -> None:
@@ -353,14 +299,10 @@ def run(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.top < 1:
         raise UserError(f"--top {args.top}: must be at least 1")
-    device = resolve_device(args.device)
+    hasher = load_hasher(args.checkpoint, resolve_device(args.device))
     db = load_codes(args.codes)
-    model, image_size = _load_model(args.checkpoint, db, args.codes, device)
-    outputs = encode_images(model, args.images, image_size, device)
-    for image, row in zip(args.images, outputs):
-        if torch.isnan(row).any():
-            raise UserError(f"the model of {args.checkpoint} gives NaN outputs for {image}; "
-                            f"the checkpoint is broken: retrain")
+    check_same_model(hasher, db, args.codes)
+    outputs = encode_paths(hasher, args.images)
     results = search(outputs, db, args.top)
     if args.json:
         packed = pack_codes(outputs)

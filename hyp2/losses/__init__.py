@@ -7,7 +7,7 @@ from .._plugins import import_submodules
 from .base import HashLoss, LossSpec, _LOSSES, register_loss
 from .hyp2 import HyP2Loss
 
-__all__ = ["HashLoss", "HyP2Loss", "LossSpec", "build_loss", "loss_names", "register_loss"]
+__all__ = ["HashLoss", "HyP2Loss", "LossSpec", "build_loss", "loss_names", "loss_spec", "register_loss"]
 
 
 def _load_all() -> None:
@@ -17,6 +17,14 @@ def _load_all() -> None:
 def loss_names() -> list[str]:
     _load_all()
     return sorted(_LOSSES)
+
+
+def loss_spec(name: str) -> LossSpec:
+    """The registry entry of ``name``; ``ValueError`` naming the known losses otherwise."""
+    _load_all()
+    if name not in _LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(sorted(_LOSSES))}")
+    return _LOSSES[name]
 
 
 def build_loss(name: str, num_classes: int, num_bits: int, **options) -> HashLoss:
