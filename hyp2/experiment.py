@@ -370,10 +370,9 @@ def run_test(config: Config) -> float:
         if wanted and not config.save:
             raise UserError(f"{flag} writes files beside the checkpoint; drop --no_save")
     device = torch.device(config.device)
-    files = RunFiles(config.result_dir, config.run_name)
-    ckpt = load_checkpoint(files.checkpoint)
-    check_compatible(ckpt, _flags_to_check(config))
     with owned_run(config) as files:
+        ckpt = load_checkpoint(files.checkpoint)
+        check_compatible(ckpt, _flags_to_check(config))
         data = load_data(config, image_size=ckpt.recipe.image_size)
         check_compatible(ckpt, {"classes": (f"--dataset {config.dataset}", list(data.classes))})
         model = rebuild_model(ckpt, device)
