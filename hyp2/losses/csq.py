@@ -37,7 +37,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _similarity as sim
+from ..validate import check_int, check_real, is_int
+from ._batch import check_batch, log_cosh, masked_mean
+from ._codes import hadamard, is_power_of_two, new_generator, random_signs, spread_random_codes
 from .base import HashLoss, register_loss
 
 
@@ -45,13 +47,13 @@ def hash_centres(num_classes: int, num_bits: int, seed: int) -> tuple[torch.Tens
     """CSQ's class centres: ((C, K) float32 ±1 tensor, ``"hadamard"`` or ``"bernoulli"``).
 
     Hadamard rows (then their negations) when K is a power of two and C ≤ 2K; otherwise the most
-    spread of 100 seeded Bernoulli(0.5) draws (:func:`._similarity.spread_random_codes`).
+    spread of 100 seeded Bernoulli(0.5) draws (:func:`._codes.spread_random_codes`).
     """
-    if sim.is_power_of_two(num_bits) and num_classes <= 2 * num_bits:
-        h = sim.hadamard(num_bits)
+    if is_power_of_two(num_bits) and num_classes <= 2 * num_bits:
+        h = hadamard(num_bits)
         return torch.cat([h, -h], dim=0)[:num_classes].clone(), "hadamard"
-    generator = sim.new_generator(seed)
-    return sim.spread_random_codes(num_classes, num_bits, generator), "bernoulli"
+    generator = new_generator(seed)
+    return spread_random_codes(num_classes, num_bits, generator), "bernoulli"
 
 
 class CSQLoss(HashLoss):
@@ -77,15 +79,15 @@ class CSQLoss(HashLoss):
                  seed: int = 0) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.num_classes = sim.check_int(owner, "num_classes", num_classes, 1)
-        self.num_bits = sim.check_int(owner, "num_bits", num_bits, 1)
-        self.quant_weight = sim.check_real(owner, "quant_weight", quant_weight, low=0.0)
-        if not sim.is_int(seed):
+        self.num_classes = check_int(owner, "num_classes", num_classes, 1)
+        self.num_bits = check_int(owner, "num_bits", num_bits, 1)
+        self.quant_weight = check_real(owner, "quant_weight", quant_weight, low=0.0)
+        if not is_int(seed):
             raise ValueError(f"{owner}: seed must be an integer, got {seed!r}")
         centres, self.centre_method = hash_centres(self.num_classes, self.num_bits, int(seed))
         # the tie-break vector has its own stream, so it does not depend on how many draws the
         # centres took
-        tie_break = sim.random_signs((self.num_bits,), sim.new_generator(int(seed) + 1))
+        tie_break = random_signs((self.num_bits,), new_generator(int(seed) + 1))
         self.register_buffer("centres", centres)
         self.register_buffer("tie_break", tie_break)
 
@@ -120,12 +122,12 @@ class CSQLoss(HashLoss):
         Returns:
             A scalar of h's dtype, differentiable w.r.t. h.
         """
-        labels = sim.check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
+        labels = check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
         target01 = (self.targets(labels) + 1.0) / 2.0                   # (B, K) in {0, 1}
         # BCE((tanh h + 1)/2, t) == BCE-with-logits(2h, t), since (tanh x + 1)/2 = σ(2x)
         bce = F.binary_cross_entropy_with_logits(2.0 * h, target01, reduction="none").mean(dim=1)
-        central = sim.masked_mean(bce, labels.sum(dim=1) > 0)
-        quant = sim.log_cosh(torch.tanh(h).abs() - 1.0).mean()
+        central = masked_mean(bce, labels.sum(dim=1) > 0)
+        quant = log_cosh(torch.tanh(h).abs() - 1.0).mean()
         self._log(central=central, quant=quant)
         return central + self.quant_weight * quant
 

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import torch
 
-from . import _similarity as sim
+from ..validate import check_int, check_real
+from ._batch import check_batch, log_cosh, masked_mean, off_diagonal, pair_logistic, shares_label
 from .base import HashLoss, register_loss
 
 
@@ -51,9 +52,9 @@ class DHNLoss(HashLoss):
     def __init__(self, num_classes: int, num_bits: int, quant_weight: float = 0.1) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.num_classes = sim.check_int(owner, "num_classes", num_classes, 1)
-        self.num_bits = sim.check_int(owner, "num_bits", num_bits, 1)
-        self.quant_weight = sim.check_real(owner, "quant_weight", quant_weight, low=0.0)
+        self.num_classes = check_int(owner, "num_classes", num_classes, 1)
+        self.num_bits = check_int(owner, "num_bits", num_bits, 1)
+        self.quant_weight = check_real(owner, "quant_weight", quant_weight, low=0.0)
 
     @classmethod
     def build(cls, num_classes: int, num_bits: int, **_ignored) -> "DHNLoss":
@@ -74,12 +75,12 @@ class DHNLoss(HashLoss):
         Returns:
             A scalar of h's dtype, differentiable w.r.t. h.
         """
-        labels = sim.check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
+        labels = check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
         z = torch.tanh(h)                                               # (B, K)
-        s = sim.shares_label(labels).to(h.dtype)                        # (B, B)
+        s = shares_label(labels).to(h.dtype)                        # (B, B)
         inner = z @ z.T                                                 # (B, B)
-        pair = sim.masked_mean(sim.pair_logistic(inner, s), sim.off_diagonal(len(h), h.device))
-        quant = sim.log_cosh(z.abs() - 1.0).sum(dim=1).mean()
+        pair = masked_mean(pair_logistic(inner, s), off_diagonal(len(h), h.device))
+        quant = log_cosh(z.abs() - 1.0).sum(dim=1).mean()
         self._log(pair=pair, quant=quant)
         return pair + self.quant_weight * quant
 

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import torch
 
-from . import _similarity as sim
+from ..validate import check_int, check_real
+from ._batch import binarize, check_batch, off_diagonal, pair_logistic, shares_label
 from .base import HashLoss, register_loss
 
 
@@ -53,9 +54,9 @@ class DPSHLoss(HashLoss):
     def __init__(self, num_classes: int, num_bits: int, eta: float = 10.0) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.num_classes = sim.check_int(owner, "num_classes", num_classes, 1)
-        self.num_bits = sim.check_int(owner, "num_bits", num_bits, 1)
-        self.eta = sim.check_real(owner, "eta", eta, low=0.0)
+        self.num_classes = check_int(owner, "num_classes", num_classes, 1)
+        self.num_bits = check_int(owner, "num_bits", num_bits, 1)
+        self.eta = check_real(owner, "eta", eta, low=0.0)
 
     @classmethod
     def build(cls, num_classes: int, num_bits: int, **_ignored) -> "DPSHLoss":
@@ -75,14 +76,14 @@ class DPSHLoss(HashLoss):
         Returns:
             A scalar of h's dtype, differentiable w.r.t. h.
         """
-        labels = sim.check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
+        labels = check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
         batch = h.shape[0]
         count = max(batch * (batch - 1), 1)
-        s = sim.shares_label(labels).to(h.dtype)
+        s = shares_label(labels).to(h.dtype)
         theta = 0.5 * (h @ h.T)
-        nll = sim.pair_logistic(theta, s)
-        pair = torch.where(sim.off_diagonal(batch, h.device), nll, torch.zeros_like(nll)).sum()
-        quant = (sim.binarize(h) - h).pow(2).sum()
+        nll = pair_logistic(theta, s)
+        pair = torch.where(off_diagonal(batch, h.device), nll, torch.zeros_like(nll)).sum()
+        quant = (binarize(h) - h).pow(2).sum()
         pair, quant = pair / count, quant / count
         self._log(pair=pair, quant=quant)
         return pair + self.eta * quant

@@ -38,7 +38,8 @@ import math
 
 import torch
 
-from . import _similarity as sim
+from ..validate import check_int, check_real
+from ._batch import check_batch, masked_mean, off_diagonal, pair_logistic, shares_label
 from .base import HashLoss, register_loss
 
 
@@ -69,15 +70,15 @@ class HashNetLoss(HashLoss):
                  step_size: int = 200, jaccard: bool = False) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.num_classes = sim.check_int(owner, "num_classes", num_classes, 1)
-        self.num_bits = sim.check_int(owner, "num_bits", num_bits, 1)
+        self.num_classes = check_int(owner, "num_classes", num_classes, 1)
+        self.num_bits = check_int(owner, "num_bits", num_bits, 1)
         if alpha is None:
             alpha = 10.0 / self.num_bits
-        self.alpha = sim.check_real(owner, "alpha", alpha, low=0.0, open_low=True)
-        self.beta_init = sim.check_real(owner, "beta_init", beta_init, low=0.0, open_low=True)
-        self.gamma = sim.check_real(owner, "gamma", gamma, low=0.0)
-        self.power = sim.check_real(owner, "power", power, low=0.0)
-        self.step_size = sim.check_int(owner, "step_size", step_size, 1)
+        self.alpha = check_real(owner, "alpha", alpha, low=0.0, open_low=True)
+        self.beta_init = check_real(owner, "beta_init", beta_init, low=0.0, open_low=True)
+        self.gamma = check_real(owner, "gamma", gamma, low=0.0)
+        self.power = check_real(owner, "power", power, low=0.0)
+        self.step_size = check_int(owner, "step_size", step_size, 1)
         if not isinstance(jaccard, bool):
             raise ValueError(f"{owner}: jaccard must be True or False, got {jaccard!r}")
         self.jaccard = jaccard
@@ -115,23 +116,23 @@ class HashNetLoss(HashLoss):
         Returns:
             A scalar of h's dtype, differentiable w.r.t. h.
         """
-        labels = sim.check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
+        labels = check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
         if self.training:
             self.step += 1
         beta = self.beta
         code = torch.tanh(beta * h)                                     # (B, K)
-        share = sim.shares_label(labels)                                # (B, B) bool
-        pairs = sim.off_diagonal(len(h), h.device)
+        share = shares_label(labels)                                # (B, B) bool
+        pairs = off_diagonal(len(h), h.device)
         theta = self.alpha * (code @ code.T)
-        nll = sim.pair_logistic(theta, share.to(h.dtype))
+        nll = pair_logistic(theta, share.to(h.dtype))
         similar_nll = nll
         if self.jaccard:
             inter = labels @ labels.T
             counts = labels.sum(dim=1)
             union = counts[:, None] + counts[None, :] - inter
             similar_nll = nll * (inter / union.clamp(min=1.0))
-        similar = sim.masked_mean(similar_nll, share & pairs)
-        dissimilar = sim.masked_mean(nll, ~share & pairs)
+        similar = masked_mean(similar_nll, share & pairs)
+        dissimilar = masked_mean(nll, ~share & pairs)
         self._log(similar=similar, dissimilar=dissimilar, beta=beta)
         return similar + dissimilar
 

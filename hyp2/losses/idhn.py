@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import torch
 
-from . import _similarity as sim
+from ..validate import check_int, check_real
+from ._batch import check_batch, label_cosine, off_diagonal, pair_logistic
 from .base import HashLoss, register_loss
 
 
@@ -58,12 +59,12 @@ class IDHNLoss(HashLoss):
                  threshold: float = 0.01) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.num_classes = sim.check_int(owner, "num_classes", num_classes, 1)
-        self.num_bits = sim.check_int(owner, "num_bits", num_bits, 1)
-        self.scale = sim.check_real(owner, "scale", scale, low=0.0, open_low=True)
-        self.soft_weight = sim.check_real(owner, "soft_weight", soft_weight, low=0.0)
-        self.quant_weight = sim.check_real(owner, "quant_weight", quant_weight, low=0.0)
-        self.threshold = sim.check_real(owner, "threshold", threshold, low=0.0)
+        self.num_classes = check_int(owner, "num_classes", num_classes, 1)
+        self.num_bits = check_int(owner, "num_bits", num_bits, 1)
+        self.scale = check_real(owner, "scale", scale, low=0.0, open_low=True)
+        self.soft_weight = check_real(owner, "soft_weight", soft_weight, low=0.0)
+        self.quant_weight = check_real(owner, "quant_weight", quant_weight, low=0.0)
+        self.threshold = check_real(owner, "threshold", threshold, low=0.0)
         if self.threshold >= 0.5:
             raise ValueError(f"{owner}: threshold must be < 0.5 (hard pairs are s < t or "
                              f"s > 1 - t), got {threshold!r}")
@@ -88,16 +89,16 @@ class IDHNLoss(HashLoss):
         Returns:
             A scalar of h's dtype, differentiable w.r.t. h.
         """
-        labels = sim.check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
+        labels = check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
         k = float(self.num_bits)
         u = h / (1.0 + h.abs())                                         # softsign, (B, K)
-        s = sim.label_cosine(labels)                                    # (B, B) in [0, 1]
+        s = label_cosine(labels)                                    # (B, B) in [0, 1]
         inner = u @ u.T
         hard = (s < self.threshold) | (s > 1.0 - self.threshold)
-        pairs = sim.off_diagonal(len(h), h.device)
+        pairs = off_diagonal(len(h), h.device)
         count = pairs.sum().clamp(min=1).to(h.dtype)
         zero = torch.zeros((), dtype=h.dtype, device=h.device)
-        cross_entropy = sim.pair_logistic(self.scale * inner / k, s)
+        cross_entropy = pair_logistic(self.scale * inner / k, s)
         squared = k * ((inner + k) / (2.0 * k) - s).pow(2)
         hard_part = torch.where(hard & pairs, cross_entropy, zero).sum() / count
         soft_part = torch.where(~hard & pairs, squared, zero).sum() / count

@@ -35,7 +35,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _similarity as sim
+from ..validate import check_int, check_real, is_int
+from ._batch import binarize, check_batch, masked_mean
+from ._codes import hadamard, is_power_of_two, new_generator, random_signs
 from .base import HashLoss, register_loss
 
 _CODEBOOKS = ("bernoulli", "hadamard")
@@ -49,13 +51,13 @@ def make_codebook(num_classes: int, num_bits: int, method: str, seed: int) -> to
     (seed unused); ``ValueError`` unless K is a power of two and C ≤ K.
     """
     if method == "bernoulli":
-        return sim.random_signs((num_classes, num_bits), sim.new_generator(seed))
+        return random_signs((num_classes, num_bits), new_generator(seed))
     if method == "hadamard":
-        if not sim.is_power_of_two(num_bits) or num_classes > num_bits:
+        if not is_power_of_two(num_bits) or num_classes > num_bits:
             raise ValueError(f"OrthoHashLoss: a Hadamard codebook needs K a power of two and "
                              f"C <= K, got K={num_bits}, C={num_classes}; use "
                              f"codebook='bernoulli'")
-        return sim.hadamard(num_bits)[:num_classes].clone()
+        return hadamard(num_bits)[:num_classes].clone()
     raise ValueError(f"OrthoHashLoss: codebook must be one of {', '.join(_CODEBOOKS)}, "
                      f"got {method!r}")
 
@@ -84,12 +86,12 @@ class OrthoHashLoss(HashLoss):
                  quant_weight: float = 0.0, codebook: str = "bernoulli", seed: int = 0) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.num_classes = sim.check_int(owner, "num_classes", num_classes, 1)
-        self.num_bits = sim.check_int(owner, "num_bits", num_bits, 1)
-        self.scale = sim.check_real(owner, "scale", scale, low=0.0, open_low=True)
-        self.margin = sim.check_real(owner, "margin", margin, low=0.0)
-        self.quant_weight = sim.check_real(owner, "quant_weight", quant_weight, low=0.0)
-        if not sim.is_int(seed):
+        self.num_classes = check_int(owner, "num_classes", num_classes, 1)
+        self.num_bits = check_int(owner, "num_bits", num_bits, 1)
+        self.scale = check_real(owner, "scale", scale, low=0.0, open_low=True)
+        self.margin = check_real(owner, "margin", margin, low=0.0)
+        self.quant_weight = check_real(owner, "quant_weight", quant_weight, low=0.0)
+        if not is_int(seed):
             raise ValueError(f"{owner}: seed must be an integer, got {seed!r}")
         self.codebook_method = codebook
         self.register_buffer("codebook", make_codebook(self.num_classes, self.num_bits,
@@ -116,14 +118,14 @@ class OrthoHashLoss(HashLoss):
         Returns:
             A scalar of h's dtype, differentiable w.r.t. h.
         """
-        labels = sim.check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
+        labels = check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
         cos = F.normalize(h, dim=1) @ F.normalize(self.codebook.to(h.dtype), dim=1).T  # (B, C)
         logits = self.scale * (cos - self.margin * labels)
         counts = labels.sum(dim=1, keepdim=True)
         target = labels / counts.clamp(min=1.0)                  # label smoothing; 0 if no label
         per_sample = -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
-        ce = sim.masked_mean(per_sample, counts.squeeze(1) > 0)
-        quant = (1.0 - F.cosine_similarity(h, sim.binarize(h), dim=1)).mean()
+        ce = masked_mean(per_sample, counts.squeeze(1) > 0)
+        quant = (1.0 - F.cosine_similarity(h, binarize(h), dim=1)).mean()
         self._log(ce=ce, quant=quant)
         return ce + self.quant_weight * quant
 

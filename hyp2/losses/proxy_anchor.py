@@ -30,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _similarity as sim
+from ..validate import check_int, check_real, is_int
+from ._batch import check_batch, masked_mean
+from ._codes import new_generator
 from .base import HashLoss, register_loss
 
 
@@ -69,17 +71,17 @@ class ProxyAnchorLoss(HashLoss):
                  seed: int = 0, proxy_lr_multiplier: float = 100.0) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.num_classes = sim.check_int(owner, "num_classes", num_classes, 1)
-        self.num_bits = sim.check_int(owner, "num_bits", num_bits, 1)
-        self.alpha = sim.check_real(owner, "alpha", alpha, low=0.0, open_low=True)
-        self.delta = sim.check_real(owner, "delta", delta, low=0.0)
-        self.proxy_lr_multiplier = sim.check_real(owner, "proxy_lr_multiplier",
+        self.num_classes = check_int(owner, "num_classes", num_classes, 1)
+        self.num_bits = check_int(owner, "num_bits", num_bits, 1)
+        self.alpha = check_real(owner, "alpha", alpha, low=0.0, open_low=True)
+        self.delta = check_real(owner, "delta", delta, low=0.0)
+        self.proxy_lr_multiplier = check_real(owner, "proxy_lr_multiplier",
                                                   proxy_lr_multiplier, low=0.0, open_low=True)
-        if not sim.is_int(seed):
+        if not is_int(seed):
             raise ValueError(f"{owner}: seed must be an integer, got {seed!r}")
         proxies = torch.empty(self.num_classes, self.num_bits)
         # for a (C, K) tensor torch's fan_out is C: std = √2 / √C (gain of relu / leaky_relu a=0)
-        nn.init.kaiming_normal_(proxies, mode="fan_out", generator=sim.new_generator(int(seed)))
+        nn.init.kaiming_normal_(proxies, mode="fan_out", generator=new_generator(int(seed)))
         self.proxies = nn.Parameter(proxies)
 
     @classmethod
@@ -120,13 +122,13 @@ class ProxyAnchorLoss(HashLoss):
         Returns:
             A scalar of h's dtype, differentiable w.r.t. h and :attr:`proxies`.
         """
-        labels = sim.check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
+        labels = check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
         cos = F.normalize(h, dim=1) @ F.normalize(self.proxies.to(h.dtype), dim=1).T   # (B, C)
         positive = labels > 0
         pos_per_proxy = _log1p_sum_exp(-self.alpha * (cos - self.delta), positive)    # (C,)
         neg_per_proxy = _log1p_sum_exp(self.alpha * (cos + self.delta), ~positive)    # (C,)
         with_positive = positive.any(dim=0)                                            # P⁺
-        pos = sim.masked_mean(pos_per_proxy, with_positive)
+        pos = masked_mean(pos_per_proxy, with_positive)
         neg = neg_per_proxy.mean()
         self._log(pos=pos, neg=neg)
         return pos + neg
