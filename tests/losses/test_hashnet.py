@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from hyp2.losses import build_loss
 from hyp2.losses.hashnet import HashNetLoss
 
 from .conftest import (
@@ -168,10 +169,13 @@ def test_degenerate_batches_are_finite(y):
 # ---------------------------------------------------------------- registry, errors
 
 
-def test_registry_ignores_hyp2_beta():
+def test_registry_builds_with_authors_defaults():
     loss = built_by_registry("hashnet", HashNetLoss)
     assert loss.alpha == pytest.approx(10 / 48) and loss.beta == 1.0 and not loss.jaccard
     assert loss.param_groups(0.02) == []
+    # HyP²'s β is not HashNet's: the schedule's start is beta_init
+    with pytest.raises(ValueError, match="unknown option 'beta'; valid: alpha=10/K .*beta_init=1.0"):
+        build_loss("hashnet", 20, 48, options={"beta": 0.5})
 
 
 @pytest.mark.parametrize("kwargs,match", [
