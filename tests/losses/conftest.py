@@ -153,9 +153,3 @@ def assert_constructor_rejects(cls: type, kwargs: dict, match: str) -> None:
     """``cls(num_classes=3, num_bits=4, **kwargs)`` raises ValueError matching ``match``."""
     with pytest.raises(ValueError, match=match):
         cls(**(dict(num_classes=3, num_bits=4) | kwargs))
-
-
-def assert_forward_rejects(loss, h, y, match: str) -> None:
-    """``loss(h, y)`` raises ValueError matching ``match``."""
-    with pytest.raises(ValueError, match=match):
-        loss(h, y)
