@@ -73,8 +73,8 @@ class HyP2Loss(HashLoss):
     options = (
         Option("zeta", Derived("from the code table", lambda c, k: codetable.zeta(k, c)),
                "hinge ζ on cosines to negative proxies and irrelevant samples",
-               "paper: 1 − 2d/K, d of the best known [K, ⌈log₂ C⌉] binary linear code (official "
-               "--zeta, codetable.xlsx)", low=-1.0, high=1.0),
+               "paper: 1 − 2d/K, d of the best known binary linear [K, ⌈log₂ C⌉] code (the official "
+               "code reads codetable.xlsx)", low=-1.0, high=1.0),
         Option("beta", 0.5, "weight β of the irrelevant-pair term",
                "official code (--beta, default 0.5)", low=0.0),
     )
