@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     off.add_argument("--batch_size", type=int, default=None, help="default 100 (demo: 50)")
     off.add_argument("--epochs", type=int, default=None, help="default 100 (demo: 15)")
     off.add_argument("--cuda", type=int, default=0, help="CUDA device index (see --device)")
-    off.add_argument("--beta", type=float, default=0.5, help="weight of HyP²'s pair term (--loss hyp2)")
+    off.add_argument("--beta", type=float, default=None, help="weight of HyP²'s pair term (--loss hyp2); default 0.5")
     off.add_argument("--retrieve", type=int, default=0, help="K of mAP@K; 0 = the dataset's protocol")
     off.add_argument("--no_save", action="store_true", help="write nothing to --result_dir")
     off.add_argument("--seed", type=int, default=0,
@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="use only the first N images of each split (quick smoke tests); 0 = all")
     ours.add_argument("--loss", default="hyp2", help="default hyp2; one of: " + _choices(
         loss_names(), lambda n: loss_spec(n).description))
+    ours.add_argument("--loss_opt", action="append", default=[], metavar="KEY=VALUE",
+                      help="a hyper-parameter of the --loss (repeatable); its keys and defaults: docs/losses.md, or "
+                           "any wrong key, which lists them")
     ours.add_argument("--lr", type=float, default=None,
                       help="network learning rate; default per backbone (googlenet 0.02, alexnet 0.01, ...)")
 
@@ -129,7 +132,6 @@ def given_flags(argv: Sequence[str] | None) -> tuple[str, ...]:
 def parse_config(argv: Sequence[str] | None = None) -> Config:
     """Parse, fill dataset/backbone defaults, validate, and freeze. Raises :class:`UserError`."""
     from .data import dataset_info
-    from .losses import loss_names
     from .models import get_backbone
 
     args = build_parser().parse_args(argv)
@@ -146,8 +148,7 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
         spec = get_backbone(args.backbone)
     except ValueError as e:
         raise UserError(f"--backbone: {e}") from None
-    if args.loss not in loss_names():
-        raise UserError(f"--loss {args.loss!r} is unknown; choose one of: {', '.join(loss_names())}")
+    loss_options = _loss_options(args, given)
     args.image_size = spec.image_size if args.image_size is None else args.image_size
     _check_ranges(args, spec.min_size)
     _refuse_contradictions(args, given, has_weights=spec.weights is not None)
@@ -155,7 +156,7 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
                                               and spec.weights is not None)
     return Config(
         dataset=args.dataset, backbone=args.backbone, hash_bit=args.hash_bit, batch_size=args.batch_size,
-        epochs=args.epochs, cuda=args.cuda, beta=args.beta, retrieve=args.retrieve,
+        epochs=args.epochs, cuda=args.cuda, beta=0.5 if args.beta is None else args.beta, retrieve=args.retrieve,
         save=not args.no_save, seed=args.seed, rate=args.rate, test=args.test,
         data_root=args.data_root, result_dir=args.result_dir, image_size=args.image_size,
         workers=args.workers, device=str(resolve_device(args.device, cuda_index=args.cuda)), pretrained=pretrained,
@@ -164,7 +165,7 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
         voc_url=args.voc_url or os.environ.get("HYP2_VOC_URL") or None, check_md5=not args.no_md5,
         split_file=args.split_file, cache=args.cache, download=not args.no_download,
         amp=args.amp, compile=args.compile, resume=args.resume, overwrite=args.overwrite,
-        export_codes=args.export_codes, plots=args.plots, given=given,
+        export_codes=args.export_codes, plots=args.plots, loss_options=loss_options, given=given,
     )
 
 
@@ -181,12 +182,35 @@ def _check_ranges(args: argparse.Namespace, min_size: int) -> None:
         if value < low or (high is not None and value > high):
             span = f"between {low} and {high}" if high is not None else f"at least {low}"
             raise UserError(f"--{name} {value}: must be {span}" + (f" ({why})" if why else ""))
-    for name in ("beta", "rate", "lr"):
+    for name in ("rate", "lr"):
         value = getattr(args, name)
         if value is not None and not (value >= 0 and value != float("inf")):
             raise UserError(f"--{name} {value}: must be a finite number ≥ 0")
-    if args.zeta is not None and not -1.0 <= args.zeta <= 1.0:
-        raise UserError(f"--zeta {args.zeta}: must lie in [-1, 1] (it is a cosine)")
+
+
+def _loss_options(args: argparse.Namespace, given: Sequence[str]) -> tuple[tuple[str, object], ...]:
+    """``--loss_opt KEY=VALUE`` pairs, with HyP²'s own flags --beta and --zeta, as the loss's typed,
+    checked options (sorted items); one line naming the valid keys otherwise."""
+    from .losses import loss_spec
+
+    try:
+        spec = loss_spec(args.loss)
+        options = spec.parse(args.loss_opt)
+    except ValueError as e:
+        flag = "--loss_opt" if "unknown loss" not in str(e) else "--loss"
+        raise UserError(f"{flag}: {e}") from None
+    for flag in ("beta", "zeta"):
+        if flag not in given:
+            continue
+        if flag not in {o.name for o in spec.options}:
+            raise UserError(f"--{flag} is HyP²'s; --loss {args.loss} does not use it: drop --{flag}")
+        if flag in options:
+            raise UserError(f"--{flag} and --loss_opt {flag}=... both set {flag}: pass one")
+        try:
+            options.update(spec.parse([f"{flag}={getattr(args, flag)}"]))
+        except ValueError as e:
+            raise UserError(f"--{flag}: {e}") from None
+    return tuple(sorted(options.items()))
 
 
 def _refuse_contradictions(args: argparse.Namespace, given: Sequence[str], has_weights: bool) -> None:
@@ -208,10 +232,6 @@ def _refuse_contradictions(args: argparse.Namespace, given: Sequence[str], has_w
     for flag in ("export_codes", "plots"):
         if flag in given and not args.test:
             raise UserError(f"--{flag} applies to --test (it evaluates the saved checkpoint); add --test")
-    if args.loss != "hyp2":
-        for flag in ("beta", "zeta"):
-            if flag in given:
-                raise UserError(f"--{flag} is HyP²'s; --loss {args.loss} does not use it: drop --{flag}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,6 +36,8 @@ class Config:
     eval_every: int = 5
     subset: int = 0  # use at most this many images per split (0 = all): smoke tests
     loss: str = "hyp2"
+    # The loss's options: --loss_opt KEY=VALUE pairs (and --beta/--zeta for HyP²), typed and checked.
+    loss_options: tuple[tuple[str, Any], ...] = ()
     lr: float = 0.02  # the network's learning rate (per backbone unless --lr)
     # Datasets.
     voc_url: str | None = None
@@ -62,5 +64,9 @@ class Config:
         return name if self.loss == "hyp2" else f"{name}_{self.loss}"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON- and ``torch.load(weights_only=True)``-friendly: paths become strings."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+        """JSON- and ``torch.load(weights_only=True)``-friendly: paths become strings, the loss's
+        options a mapping."""
+        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+        out["loss_options"] = dict(self.loss_options)
+        out["given"] = list(self.given)
+        return out

@@ -37,7 +37,7 @@ SAMPLE_DB, SAMPLE_QUERIES = 2000, 10
 # Flags whose value --resume must find unchanged: they shape the optimisation (--epochs and
 # --eval_every may change, to extend a run).
 RESUME_KEYS = ("dataset", "backbone", "hash_bit", "loss", "image_size", "batch_size", "seed", "lr", "rate", "beta",
-               "zeta", "amp", "subset", "pretrained")
+               "zeta", "loss_options", "amp", "subset", "pretrained")
 
 
 def run(config: Config) -> float:
@@ -75,25 +75,28 @@ def protocol_topk(config: Config, data: RetrievalData) -> int:
 
 
 def make_loss(config: Config, num_classes: int) -> HashLoss:
-    """The ``--loss`` for C classes and K bits; HyP² takes ζ from the code table unless ``--zeta``."""
+    """The ``--loss`` with its options for C classes and K bits (HyP²'s ζ from the code table
+    unless given)."""
     try:
-        return build_loss(config.loss, num_classes, config.hash_bit, seed=config.seed, beta=config.beta,
-                          zeta=config.zeta)
+        return build_loss(config.loss, num_classes, config.hash_bit, seed=config.seed,
+                          options=dict(config.loss_options))
     except ValueError as e:
-        raise UserError(f"--hash_bit {config.hash_bit} with {num_classes} classes (--loss {config.loss}): "
+        raise UserError(f"--loss {config.loss} with --hash_bit {config.hash_bit} and {num_classes} classes: "
                         f"{e}") from None
 
 
 def loss_record(name: str, loss_fn: HashLoss) -> dict[str, Any]:
-    """What a checkpoint keeps of the loss: its name, hyper-parameters and state (proxies...)."""
-    hparams = {k: getattr(loss_fn, k) for k in ("beta", "zeta") if isinstance(getattr(loss_fn, k, None), float)}
-    return {"name": name, "hparams": getattr(loss_fn, "hparams", hparams), "state": loss_fn.state_dict()}
+    """What a checkpoint keeps of the loss: its name, resolved hyper-parameters and state."""
+    return {"name": name, "hparams": loss_fn.hparams, "state": loss_fn.state_dict()}
 
 
-def header(config: Config, data: RetrievalData, topk: int) -> dict[str, Any]:
+def header(config: Config, data: RetrievalData, topk: int, loss_hparams: dict[str, Any]) -> dict[str, Any]:
+    """The run JSON's identification: run, dataset, model, loss with every hyper-parameter, classes,
+    mAP@K and the config."""
     return {"run": config.run_name, "dataset": config.dataset, "backbone": config.backbone,
-            "hash_bit": config.hash_bit, "loss": config.loss, "classes": list(data.classes),
-            "num_classes": data.num_classes, "topk": topk, "config": config.to_dict()}
+            "hash_bit": config.hash_bit, "loss": config.loss, "loss_hparams": loss_hparams,
+            "classes": list(data.classes), "num_classes": data.num_classes, "topk": topk,
+            "config": config.to_dict()}
 
 
 def eval_loader(dataset, config: Config, device: torch.device, d: Dist | None = None) -> DataLoader:
@@ -222,7 +225,7 @@ class _Training:
         if cuda:
             torch.backends.cudnn.benchmark = True
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.rec = RunRecorder(self.files, header(c, self.data, self.topk), save=c.save and d.is_main,
+        self.rec = RunRecorder(self.files, self._header(), save=c.save and d.is_main,
                                verbose=d.is_main)
         self.net = self.model
         if d.enabled:
@@ -233,6 +236,9 @@ class _Training:
         self._build_loaders()
         self.optimizer = make_optimizer(self.model, self.loss_fn, c.lr, c.rate)
         self.scheduler = make_scheduler(self.optimizer)
+
+    def _header(self) -> dict[str, Any]:
+        return header(self.config, self.data, self.topk, self.loss_fn.hparams)
 
     def _build_loaders(self) -> None:
         c, d, data = self.config, self.d, self.data
@@ -260,11 +266,11 @@ class _Training:
             self.rec.log(f"--resume: no earlier state of {c.run_name} in {c.result_dir}, starting from epoch 1")
             return 1, 0.0
         state = load_last(files.last)
-        saved = state["config"]
+        saved, current = state["config"], c.to_dict()
         for key in RESUME_KEYS:
-            if saved.get(key, getattr(c, key)) != getattr(c, key):
+            if saved.get(key, current[key]) != current[key]:
                 raise UserError(f"--resume: {files.last} was trained with --{key} {saved.get(key)} but this run has "
-                                f"--{key} {getattr(c, key)}; use the same flags, or --overwrite to start over")
+                                f"--{key} {current[key]}; use the same flags, or --overwrite to start over")
         self.model.load_state_dict(state["model"])
         self.loss_fn.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -278,11 +284,11 @@ class _Training:
 
     def _log_start(self) -> None:
         c, data, d = self.config, self.data, self.d
-        zeta = getattr(self.loss_fn, "zeta", None)
+        hparams = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in self.loss_fn.hparams.items())
         self.rec.log(f"run {c.run_name}: {len(data.train)} train / {len(data.query)} query / "
                      f"{len(data.database)} database images, {data.num_classes} classes, {c.hash_bit} bits, "
-                     f"mAP@{self.topk}, loss {c.loss}"
-                     + (f" (ζ = {zeta:.4f}, β = {c.beta})" if zeta is not None else "")
+                     f"mAP@{self.topk}, loss {c.loss}" + (f" ({hparams})" if hparams else "")
                      + f", {c.backbone} at {c.image_size}px on {self.device}"
                      + (f" x {d.world_size} processes" if d.enabled else ""))
         self.rec.log(f"config: {c.to_dict()}", echo=False)
@@ -311,7 +317,7 @@ class _Training:
                                             "lr": self.optimizer.param_groups[0]["lr"],
                                             "components": stats.components})
         if improved and self.rec.save:
-            meta = {k: v for k, v in header(self.config, self.data, self.topk).items() if k != "config"}
+            meta = {k: v for k, v in self._header().items() if k != "config"}
             save_checkpoint(self.files.checkpoint, recipe=self.recipe, model_state=self.model.state_dict(),
                             loss=loss_record(self.config.loss, self.loss_fn), classes=list(self.data.classes),
                             config=self.config.to_dict(), meta={**meta, "epoch": epoch, "map": m})
@@ -359,9 +365,10 @@ def _flags_to_check(config: Config) -> dict[str, tuple[str, Any]]:
                 "loss": ("--loss", config.loss)}
     if "image_size" in config.given:
         expected["image_size"] = ("--image_size", config.image_size)
-    for key in ("beta", "zeta"):
-        if key in config.given:
-            expected[f"loss.{key}"] = (f"--{key}", getattr(config, key))
+    flag_of = {key: f"--{key}" if key in ("beta", "zeta") and key in config.given else f"--loss_opt {key}="
+               for key, _ in config.loss_options}
+    for key, value in config.loss_options:
+        expected[f"loss.{key}"] = (flag_of[key], value)
     return expected
 
 
@@ -382,7 +389,7 @@ def run_test(config: Config) -> float:
         results = full_evaluation(query, database, topk)
         results["checkpoint_epoch"] = ckpt.meta.get("epoch")
         results["model_digest"] = ckpt.digest
-        rec = RunRecorder.for_test(files, header(config, data, topk), save=config.save)
+        rec = RunRecorder.for_test(files, header(config, data, topk, ckpt.loss["hparams"]), save=config.save)
         if config.save:
             sample = files.path("_sample.npz")
             _save_codes_sample(sample, query, database, seed=config.seed)

@@ -353,8 +353,9 @@ def check_compatible(ckpt: Checkpoint, expected: Mapping[str, tuple[str, Any]]) 
         if key == "classes":
             raise UserError(f"checkpoint {ckpt.path} was trained on {_show_classes(have)} but this dataset has "
                             f"{_show_classes(want)}; evaluate it on the data it was trained on, or train a new one")
-        raise UserError(f"checkpoint {ckpt.path} was trained with {flag} {have} but this run has {flag} {want}; "
-                        f"drop {flag} (the checkpoint knows it) or train a new model")
+        sep = "" if flag.endswith("=") else " "
+        raise UserError(f"checkpoint {ckpt.path} was trained with {flag}{sep}{have} but this run has "
+                        f"{flag}{sep}{want}; drop {flag.rstrip('=')} (the checkpoint knows it) or train a new model")
 
 
 def _show_classes(v: Any) -> str:

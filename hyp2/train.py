@@ -56,7 +56,7 @@ def make_optimizer(model: nn.Module, loss: HashLoss, net_lr: float, rate: float)
     """SGD(momentum 0.9, weight decay 5e-4 on every group, as the official code) over the network
     at ``net_lr`` and the loss's own parameter groups (proxies at ``rate`` for HyP²)."""
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": net_lr, "name": "network"}]
-    groups += loss.param_groups(rate)
+    groups += loss.param_groups(rate, net_lr)
     return torch.optim.SGD(groups, lr=net_lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
 

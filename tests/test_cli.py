@@ -104,11 +104,11 @@ def test_test_without_checkpoint(tmp_path, capsys):
     (["--dataset", "demo", "--backbone", "vgg"], "--backbone: unknown backbone 'vgg'; known backbones: googlenet"),
     (["--dataset", "demo", "--hash_bit", "0"], "--hash_bit 0: must be between 1 and 256"),
     (["--dataset", "demo", "--hash_bit", "300"], "--hash_bit 300: must be between 1 and 256"),
-    (["--dataset", "demo", "--loss", "nope"], "--loss 'nope' is unknown"),
+    (["--dataset", "demo", "--loss", "nope"], "--loss: unknown loss 'nope'; known losses: csq, dhn"),
     (["--dataset", "demo", "--batch_size", "0"], "--batch_size 0: must be at least 1"),
     (["--dataset", "demo", "--backbone", "alexnet", "--image_size", "32"],
      "--image_size 32: must be between 63 and 1024"),
-    (["--dataset", "demo", "--zeta", "2"], "--zeta 2.0: must lie in [-1, 1]"),
+    (["--dataset", "demo", "--zeta", "2"], "--zeta: hyp2: zeta must be a finite number in [-1, 1], got 2.0"),
     (["--dataset", "demo", "--hash_bit", "abc"], "invalid int value: 'abc'"),
     (["--dataset", "demo", "--device", "cuda:0"], "CUDA is not available"),
 ])
@@ -123,7 +123,7 @@ def test_bad_flags_are_one_line_errors(argv, fragment, capsys):
 def test_hash_bit_too_short_for_the_classes(tmp_path, capsys):
     # demo has 8 classes: ⌈log2 8⌉ = 3 bits at least for the code table's ζ
     assert main(["--dataset", "demo", "--hash_bit", "2", "--subset", "20", "--result_dir", str(tmp_path)]) == 2
-    assert "--hash_bit 2 with 8 classes" in capsys.readouterr().err
+    assert "--hash_bit 2 and 8 classes" in capsys.readouterr().err
 
 
 def test_retrieval_py_exits_2_without_traceback():

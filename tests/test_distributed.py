@@ -73,7 +73,7 @@ def batch():
 
 def fresh():
     torch.manual_seed(1)
-    return torch.nn.Linear(5, 6), build_loss("hyp2", 4, 6, zeta=0.0)
+    return torch.nn.Linear(5, 6), build_loss("hyp2", 4, 6, options={"zeta": 0.0})
 
 def worker(rank, world, init, out):
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)

@@ -93,12 +93,12 @@ class HashLoss(nn.Module):
         """
         return _check_batch(self._owner(), h, y, self.num_bits, self.num_classes)
 
-    def param_groups(self, rate: float) -> list[dict]:
+    def param_groups(self, rate: float, net_lr: float | None = None) -> list[dict]:
         """Optimiser parameter groups for the loss's own parameters.
 
-        ``rate`` is ``--rate`` (the official proxies' learning rate). The default puts every
-        parameter of the loss in one group at ``rate``; a loss with other needs overrides this.
-        Returns ``[]`` when the loss has no parameters.
+        ``rate`` is ``--rate`` (the official proxies' learning rate), ``net_lr`` the network's.
+        The default puts every parameter of the loss in one group at ``rate``; a loss with other
+        needs overrides this. Returns ``[]`` when the loss has no parameters.
         """
         params = [p for p in self.parameters() if p.requires_grad]
         return [{"params": params, "lr": rate, "name": f"{self.name or 'loss'}"}] if params else []

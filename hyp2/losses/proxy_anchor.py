@@ -20,9 +20,9 @@ log(1 + Σ exp(·)) is computed as a log-sum-exp with an extra 0 term, exact and
 
 Proxies start as in the authors' code: Kaiming normal with ``mode="fan_out"`` (std √(2/C) for a
 (C, K) tensor), drawn from a private generator seeded by ``seed``. The paper trains them with a
-learning rate 100× the network's (with AdamW): :meth:`ProxyAnchorLoss.param_groups` applies that
-rule when it is given the network's learning rate (``net_lr``), and otherwise uses the shared
-proxies' rate ``--rate``, as HyP²'s proxies do.
+learning rate 100× the network's (with AdamW); with SGD at the official 0.02 that would be 2.0,
+so by default the proxies train at the shared proxies' rate ``--rate``, as HyP²'s do, and the
+option ``proxy_lr_multiplier`` (``--loss_opt proxy_lr_multiplier=100``) applies the paper's rule.
 """
 from __future__ import annotations
 
@@ -64,8 +64,8 @@ class ProxyAnchorLoss(HashLoss):
         Option("alpha", 32.0, "scale α", "paper and authors' code (tjddus9597/Proxy-Anchor-CVPR2020)",
                low=0.0, open_low=True),
         Option("delta", 0.1, "margin δ", "paper and authors' code", low=0.0),
-        Option("proxy_lr_multiplier", 100.0, "proxies' lr = this × the network's, when the trainer passes it",
-               "paper (proxies at 100× the network's learning rate)", low=0.0, open_low=True),
+        Option("proxy_lr_multiplier", 0.0, "if > 0, proxies' lr = this × the network's (paper: 100); 0: --rate",
+               "paper (proxies at 100× the network's learning rate, with AdamW)", low=0.0),
     )
 
     def __init__(self, num_classes: int, num_bits: int, **options: object) -> None:
@@ -84,12 +84,13 @@ class ProxyAnchorLoss(HashLoss):
 
         Returns:
             One group ``{"params": [proxies], "lr": ..., "name": "proxy_anchor"}`` at
-            ``proxy_lr_multiplier × net_lr`` (the paper's rule) when ``net_lr`` is given, else at
-            ``rate``; ``[]`` when the proxies are frozen.
+            ``proxy_lr_multiplier × net_lr`` (the paper's rule) when the multiplier is positive and
+            ``net_lr`` given, else at ``rate``; ``[]`` when the proxies are frozen.
         """
         if not self.proxies.requires_grad:
             return []
-        lr = rate if net_lr is None else self.proxy_lr_multiplier * net_lr
+        use_rule = self.proxy_lr_multiplier > 0 and net_lr is not None
+        lr = self.proxy_lr_multiplier * net_lr if use_rule else rate
         return [{"params": [self.proxies], "lr": lr, "name": self.name}]
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

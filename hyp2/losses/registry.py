@@ -6,7 +6,6 @@ in the package is one new file; a loss elsewhere registers when its module is im
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -106,45 +105,17 @@ def parse_loss_options(name: str, pairs: Iterable[str]) -> dict[str, object]:
     return loss_spec(name).parse(pairs)
 
 
-# HyP²'s --beta/--zeta, which the trainer used to pass to every loss as keywords
-_LEGACY_FLAGS = ("beta", "zeta")
-
-
 def build_loss(name: str, num_classes: int, num_bits: int, *, seed: int = 0,
-               options: Mapping[str, object] | None = None, **legacy: object) -> HashLoss:
+               options: Mapping[str, object] | None = None) -> HashLoss:
     """Build the loss registered as ``name`` for C = ``num_classes``, K = ``num_bits``.
 
     Args:
         seed: seeds what the loss draws at construction (proxies, codes).
         options: values of the loss's declared options (``loss_spec(name).options``); the others
             take their defaults. ``options=loss.hparams`` rebuilds ``loss``.
-        **legacy: deprecated ``beta=``/``zeta=`` keywords (HyP²'s flags, once passed to every
-            loss): applied where the loss declares them and the value is not None, else ignored.
 
     Raises:
         ValueError: one line: an unknown loss (naming the known ones), an unknown option or a bad
             value (listing the valid options with their defaults).
     """
-    spec = loss_spec(name)
-    if legacy:
-        options = _merge_legacy(spec, options, legacy)
-    return spec.build(num_classes, num_bits, seed=seed, options=options)
-
-
-def _merge_legacy(spec: LossSpec, options: Mapping[str, object] | None,
-                  legacy: dict[str, object]) -> dict[str, object]:
-    unexpected = sorted(set(legacy) - set(_LEGACY_FLAGS))
-    if unexpected:
-        raise TypeError(f"build_loss() got unexpected keyword arguments {', '.join(unexpected)}; "
-                        f"pass a loss's options as options={{...}}")
-    warnings.warn("build_loss(..., beta=..., zeta=...) is deprecated; pass options={'beta': ..., "
-                  "'zeta': ...} to the losses that declare them", DeprecationWarning, stacklevel=3)
-    declared = {o.name for o in spec.options}
-    merged = dict(options or {})
-    for key, value in legacy.items():
-        if value is None or key not in declared:
-            continue
-        if key in merged:
-            raise ValueError(f"{spec.name}: {key} is given both as an option and as a keyword")
-        merged[key] = value
-    return merged
+    return loss_spec(name).build(num_classes, num_bits, seed=seed, options=options)

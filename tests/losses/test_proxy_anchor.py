@@ -156,10 +156,12 @@ def test_param_groups():
     (group,) = loss.param_groups(0.02)                          # the shared proxies' rate
     assert group["lr"] == 0.02 and group["params"] == [loss.proxies]
     assert group["name"] == "proxy_anchor"
-    (group,) = loss.param_groups(0.02, net_lr=1e-4)             # the paper's 100 × network lr
-    assert group["lr"] == pytest.approx(1e-2)
-    (group,) = ProxyAnchorLoss(5, 8, proxy_lr_multiplier=10.0).param_groups(0.02, net_lr=1e-3)
-    assert group["lr"] == pytest.approx(1e-2)
+    (group,) = loss.param_groups(0.02, net_lr=1e-4)             # default: --rate all the same
+    assert group["lr"] == 0.02
+    (group,) = ProxyAnchorLoss(5, 8, proxy_lr_multiplier=100.0).param_groups(0.02, net_lr=1e-4)
+    assert group["lr"] == pytest.approx(1e-2)                    # the paper's 100 × network lr
+    (group,) = ProxyAnchorLoss(5, 8, proxy_lr_multiplier=10.0).param_groups(0.02)
+    assert group["lr"] == 0.02                                   # no network lr known: --rate
     loss.proxies.requires_grad_(False)
     assert loss.param_groups(0.02) == []
 
@@ -176,7 +178,7 @@ def test_registry_builds_with_project_options():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(num_classes=0), "num_classes"), (dict(num_bits=0), "num_bits"),
     (dict(alpha=0.0), "alpha"), (dict(alpha=float("nan")), "alpha"), (dict(delta=-0.1), "delta"),
-    (dict(seed="1"), "seed"), (dict(proxy_lr_multiplier=0.0), "proxy_lr_multiplier"),
+    (dict(seed="1"), "seed"), (dict(proxy_lr_multiplier=-1.0), "proxy_lr_multiplier"),
 ])
 def test_constructor_rejects(kwargs, match):
     assert_constructor_rejects(ProxyAnchorLoss, kwargs, match)

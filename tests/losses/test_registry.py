@@ -6,9 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
-from hyp2.losses import HashLoss, HyP2Loss, Option, build_loss, loss_names, loss_spec, parse_loss_options
+from hyp2.losses import HashLoss, Option, build_loss, loss_names, loss_spec, parse_loss_options
 from hyp2.losses import register_loss
 from hyp2.losses.registry import _LOSSES
 
@@ -62,17 +61,10 @@ def test_parse_then_build_is_the_command_line_path():
     assert loss.hparams == {"scale": 8.0, "margin": 0.0, "quant_weight": 0.0, "codebook": "hadamard"}
 
 
-def test_the_trainers_former_keywords_still_work_with_a_warning():
-    with pytest.warns(DeprecationWarning, match="options="):
-        loss = build_loss("hyp2", 20, 48, seed=3, beta=0.2, zeta=None)      # None: the default ζ
-    assert loss.hparams == {"zeta": 0.0, "beta": 0.2}
-    assert torch.equal(loss.proxies, HyP2Loss(20, 48, 0.0, seed=3).proxies)
-    with pytest.warns(DeprecationWarning):
-        assert build_loss("dpsh", 20, 48, beta=0.2, zeta=0.1).hparams == {"eta": 10.0}
-    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="beta is given both"):
-        build_loss("hyp2", 20, 48, options={"beta": 0.1}, beta=0.2)
-    with pytest.raises(TypeError, match="unexpected keyword arguments rate"):
-        build_loss("hyp2", 20, 48, rate=0.02)
+def test_build_loss_takes_options_only_as_a_mapping():
+    with pytest.raises(TypeError):
+        build_loss("hyp2", 20, 48, beta=0.2)  # noqa - the former keyword is gone: options={"beta": 0.2}
+    assert build_loss("hyp2", 20, 48, seed=3, options={"beta": 0.2}).hparams == {"zeta": 0.0, "beta": 0.2}
 
 
 def test_register_loss_refuses_what_it_cannot_serve(scratch_names):
