@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import UserError, run_command
+from .errors import ArgumentParser, UserError, run_command
 from .io import atomic_write_text
 from .paper import PAPER_HYP2, paper_result
 from .plots import (FORMATS, TSNE_COLOUR_RULE, backbone_title, load_run, plot_convergence,
@@ -270,7 +270,7 @@ guide: docs/report.md
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m hyp2.report",
         description="Draw the HyP2 paper's kinds of figure for training runs and write\n"
                     "results.md, a table of their mAP beside the mAP the paper reports.\n"
@@ -298,9 +298,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (0 done, 2 bad input)."""
-    args = _parser().parse_args(argv)
 
     def body():
+        args = _parser().parse_args(argv)
         report = build_report(args.runs, args.out, tsne=args.tsne, num_queries=args.tsne_queries,
                               neighbours=args.tsne_neighbours, seed=args.seed,
                               formats=FORMATS if args.pdf else ("png",))
