@@ -1,7 +1,12 @@
 """The path real users take, for every paper backbone: ImageNet-style weights from a file
 (``--weights``; here the torchvision architecture's own random initialisation, saved by the test),
-train -> ``--test`` -> ``hyp2.search`` -> ``hyp2.load_hasher``, all agreeing exactly."""
+train -> ``--test`` -> ``hyp2.search`` -> ``hyp2.load_hasher``, all agreeing exactly.
+
+On the CPU by default; ``HYP2_TEST_DEVICE=cuda`` runs it on a GPU and ``HYP2_TEST_AMP=1`` trains
+with ``--amp`` (benchmarks/gpu_check.sh does both).
+"""
 import json
+import os
 import re
 
 import numpy as np
@@ -26,6 +31,8 @@ PAPER_BACKBONES = {
     "small": (None, 32),  # trains from scratch: no ImageNet weights to pass
 }
 SUBSET, BATCH, BITS = 24, 12, 16
+DEVICE = os.environ.get("HYP2_TEST_DEVICE", "cpu")
+AMP = ["--amp"] if os.environ.get("HYP2_TEST_AMP") == "1" else []
 
 
 def printed_map(out: str) -> float:
@@ -42,7 +49,7 @@ def trained(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(backbone)
     flags = ["--dataset", "demo", "--subset", str(SUBSET), "--backbone", backbone, "--image_size", str(size),
              "--epochs", "1", "--batch_size", str(BATCH), "--hash_bit", str(BITS), "--result_dir", str(tmp / "r"),
-             "--workers", "0"]
+             "--workers", "0", "--device", DEVICE]
     if arch is not None:
         torch.save(imagenet_like(arch(), size), tmp / "imagenet.pth")
         flags += ["--weights", str(tmp / "imagenet.pth")]
@@ -59,7 +66,7 @@ def run_cli(capsys, argv) -> str:
 
 def test_train_test_search_and_hasher_agree(trained, capsys, tmp_path):
     flags, result, run = trained["flags"], trained["result"], trained["run"]
-    best = printed_map(run_cli(capsys, flags))
+    best = printed_map(run_cli(capsys, flags + AMP))
     # --test rebuilds the network from the checkpoint alone (not from flags) and gets the same mAP.
     tested = printed_map(run_cli(capsys, [f for f in flags if f not in ("--image_size", str(trained["size"]))]
                                  + ["--test", "--export_codes"]))
@@ -73,7 +80,7 @@ def test_train_test_search_and_hasher_agree(trained, capsys, tmp_path):
 
     # The Python API encodes the database exactly as --test did (same transform, same batches).
     db_codes = load_codes(result / f"{run}_codes.npz")
-    hasher = hyp2.load_hasher(result / f"{run}.ckpt")
+    hasher = hyp2.load_hasher(result / f"{run}.ckpt", device=DEVICE)
     assert (hasher.num_bits, hasher.image_size) == (BITS, trained["size"])
     assert list(hasher.classes) == list(db_codes.classes) and hasher.meta["epoch"] == 1
     data = build_dataset("demo", DataOptions(image_size=trained["size"]))
@@ -87,7 +94,7 @@ def test_train_test_search_and_hasher_agree(trained, capsys, tmp_path):
     i = next(i for i in range(SUBSET) if outputs[i].abs().min() > 1e-3)  # no sign near a tie
     images[i].save(tmp_path / "query.png")
     assert search_main(["--checkpoint", str(result / f"{run}.ckpt"), "--codes", str(result / f"{run}_codes.npz"),
-                        "--json", "--top", "3", str(tmp_path / "query.png")]) == 0
+                        "--json", "--top", "3", "--device", DEVICE, str(tmp_path / "query.png")]) == 0
     answer = json.loads(capsys.readouterr().out)["queries"][0]
     assert answer["code"] == db_codes.codes[i].tobytes().hex()
     assert answer["results"][0]["distance"] == 0
