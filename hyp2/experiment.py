@@ -398,11 +398,15 @@ def run_test(config: Config) -> float:
         rec.log(f"test: map@{topk} {results['map']:.4f}, precision within radius 2 "
                 f"{results['precision_radius2']:.4f} (checkpoint from epoch {ckpt.meta.get('epoch')}, "
                 f"{ckpt.recipe.image_size}px)")
-        if config.export_codes:
-            from .search import export_codes
+        if config.export_codes or config.plots:  # the figures' gallery shows exactly these codes
+            from .codes import export_codes
+            meta = {**ckpt.meta, "topk": topk, "data_root": str(config.data_root), "subset": config.subset}
             written = export_codes(files.path("_codes.npz"), database[0], database[1], data.database.ids,
-                                   ckpt.num_bits, list(data.classes), {**ckpt.meta, "topk": topk})
-            rec.log("exported database codes: " + ", ".join(str(p) for p in written))
+                                   ckpt.num_bits, list(data.classes), meta,
+                                   queries=(query[0], query[1], data.query.ids))
+            results["codes"] = written[0].name
+            rec.set("test", results)
+            rec.log("exported the database and query codes: " + ", ".join(str(p) for p in written))
         if config.plots:
             from .plots import plot_run
             notes: list[str] = []

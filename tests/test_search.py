@@ -204,10 +204,11 @@ def test_without_faiss_only_the_npz_is_written_and_a_stale_index_goes(tmp_path, 
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"db_outputs": torch.randn(3, 8)}, r"num_bits=16"),
-    ({"db_labels": np.zeros((3, 8))}, r"db_labels must be \(N=4, C=8\)"),
+    ({"db_labels": np.zeros((3, 8))}, r"database labels must be \(N=4, C=8\)"),
     ({"db_labels": np.full((4, 8), 2)}, r"0/1"),
-    ({"ids": ["a"]}, r"1 ids but 4"),
-    ({"num_bits": 0, "db_outputs": torch.randn(4, 0)}, r"num_bits must be a positive int"),
+    ({"ids": ["a"]}, r"1 database ids but 4"),
+    ({"num_bits": 0, "db_outputs": torch.randn(4, 0)}, r"num_bits must be an integer >= 1"),
+    ({"queries": (torch.randn(2, 16), np.zeros((2, 7)), ["q", "r"])}, r"query labels must be \(N=2, C=8\)"),
     ({"db_outputs": torch.randn(0, 16), "db_labels": np.zeros((0, 8)), "ids": []}, r"empty"),
     ({"db_outputs": torch.full((4, 16), float("nan"))}, r"NaN"),
 ])
