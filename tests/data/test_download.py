@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hyp2.data._download import extract_into_place, extract_tar, fetch, md5sum, safe_members
+from hyp2.data._download import fetch, md5sum
+from hyp2.data._extract import extract_into_place, extract_tar, safe_members
 from hyp2.errors import UserError
 
 BODY = bytes(range(256)) * 4000  # 1,024,000 bytes: several read chunks
