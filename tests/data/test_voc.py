@@ -54,7 +54,7 @@ def write_tree(base: Path, year: str, splits: dict[str, dict[str, list]]) -> Pat
     (tree / "Annotations").mkdir(exist_ok=True)
     for split, items in splits.items():
         (tree / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in items))
-        for k, (image_id, objects) in enumerate(items.items()):
+        for image_id, objects in items.items():
             (tree / "Annotations" / f"{image_id}.xml").write_bytes(annotation_xml(objects))
             write_jpeg(tree / "JPEGImages" / f"{image_id}.jpg", seed=int(image_id.replace("_", "")) % 100000)
     return tree
