@@ -131,8 +131,8 @@ def _write_members(archive: Path, dest: Path, members: list, is_dir: Callable, n
                 # A name that is both a file and a folder, a name too long for the file system, a full
                 # disk: not a traceback, and the staging folder is removed by the caller.
                 raise UserError(f"cannot extract {archive}: writing member {_short(name(m))} failed "
-                                f"({reason(e)}); the archive is damaged or not the expected one, delete it and "
-                                f"download it again") from None
+                                f"({e.strerror or reason(e)}); the archive is damaged or not the expected one, delete "
+                                f"it and download it again") from None
             bar.update(size(m))
 
 
