@@ -32,9 +32,12 @@ class DataOptions:
         seed: seed for splits drawn at random (Flickr-25k) and generated data (demo uses its own).
         cache: keep resized uint8 images in a memory-mapped file (``--cache``).
         voc_url: base URL replacing the official VOC host (``--voc_url`` / ``HYP2_VOC_URL``).
-        check_md5: verify downloaded archives' MD5 (``--no_md5`` turns it off).
-        split_file: a JSON list of indices fixing a split (Flickr-25k, ``--split_file``).
-        download: allow network downloads when files are missing.
+        check_md5: verify archives against their published checksum -- VOC's MD5, COCO's size
+            (``--no_md5`` turns it off, for a mirror's repacked archives). List files fetched from
+            the authors' repositories are always verified.
+        split_file: a JSON list of indices fixing a split (Flickr-25k, ``--split_file``; it wins over
+            the authors' ``flickr.txt``).
+        download: allow network downloads (archives, the authors' list files) when files are missing.
     """
 
     root: Path = Path("data")
