@@ -28,8 +28,9 @@ import shutil
 import stat
 import tarfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Callable, Sequence
+from typing import IO, Any, Callable, Sequence
 
 from tqdm import tqdm
 
@@ -82,58 +83,90 @@ def _refuse(archive: Path, name: str, problem: str) -> UserError:
                      f"corrupt, delete it and download it again")
 
 
+def _checked(archive: Path, dest: Path, members: list, name: Callable, problem: Callable) -> list:
+    dest_real = os.path.realpath(dest)
+    for m in members:
+        why = problem(m, dest_real)
+        if why:
+            raise _refuse(archive, name(m), why)
+    return members
+
+
 def safe_members(tar: tarfile.TarFile, archive: Path, dest: Path) -> list[tarfile.TarInfo]:
     """All members of ``tar`` after checking that each one lands inside ``dest``.
 
     Raises:
         UserError: naming the archive, the member and why it is refused.
     """
-    dest_real = os.path.realpath(dest)
-    members = tar.getmembers()
-    for m in members:
-        problem = _tar_problem(m, dest_real)
-        if problem:
-            raise _refuse(archive, m.name, problem)
-    return members
+    return _checked(archive, dest, tar.getmembers(), lambda m: m.name, _tar_problem)
 
 
 def safe_zip_members(zf: zipfile.ZipFile, archive: Path, dest: Path) -> list[zipfile.ZipInfo]:
     """All members of ``zf`` after checking that each one lands inside ``dest`` (see :func:`safe_members`)."""
-    dest_real = os.path.realpath(dest)
-    members = zf.infolist()
-    for m in members:
-        problem = _zip_problem(m, dest_real)
-        if problem:
-            raise _refuse(archive, m.filename, problem)
-    return members
+    return _checked(archive, dest, zf.infolist(), lambda m: m.filename, _zip_problem)
 
 
-def _write_members(archive: Path, dest: Path, members: list, is_dir: Callable, name: Callable, size: Callable,
-                   open_member: Callable[[object], IO[bytes] | None], progress: bool) -> None:
-    total = sum(size(m) for m in members if not is_dir(m))
+@dataclass(frozen=True)
+class _Format:
+    """How to read one archive format: open it, list its checked members, and read a member."""
+
+    kind: str
+    open: Callable[[Path], Any]
+    errors: tuple[type[BaseException], ...]  # what the library raises for a damaged archive
+    members: Callable[[Any, Path, Path], list]
+    is_dir: Callable[[Any], bool]
+    name: Callable[[Any], str]
+    size: Callable[[Any], int]
+    read: Callable[[Any, Any], IO[bytes] | None]
+
+
+_TAR = _Format("tar", lambda a: tarfile.open(a, "r:*"), (tarfile.TarError, EOFError), safe_members,
+               tarfile.TarInfo.isdir, lambda m: m.name, lambda m: m.size, lambda h, m: h.extractfile(m))
+# zipfile raises BadZipFile("Bad CRC-32 for file ...") at the end of a member whose bytes do not match
+_ZIP = _Format("ZIP", zipfile.ZipFile, (zipfile.BadZipFile, EOFError, NotImplementedError), safe_zip_members,
+               zipfile.ZipInfo.is_dir, lambda m: m.filename, lambda m: m.file_size, lambda h, m: h.open(m))
+
+
+def _write_members(fmt: _Format, handle: Any, archive: Path, dest: Path, members: list, progress: bool) -> None:
+    total = sum(fmt.size(m) for m in members if not fmt.is_dir(m))
     require_free_space(dest, total, f"extracting {archive} needs {{need}} in {dest} but only "
                                     "{free} are free; free some space and run again")
     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"extract {archive.name}",
               disable=not progress, leave=False) as bar:
         for m in members:
-            target = dest / name(m)
+            target = dest / fmt.name(m)
             try:
-                if is_dir(m):
+                if fmt.is_dir(m):
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                src = open_member(m)
+                src = fmt.read(handle, m)
                 if src is None:  # cannot happen for a regular file; be explicit rather than write nothing
-                    raise UserError(f"cannot read member {_short(name(m))} of {archive}")
+                    raise UserError(f"cannot read member {_short(fmt.name(m))} of {archive}")
                 with src, open(target, "wb") as out:
                     shutil.copyfileobj(src, out, CHUNK)
             except OSError as e:
                 # A name that is both a file and a folder, a name too long for the file system, a full
                 # disk: not a traceback, and the staging folder is removed by the caller.
-                raise UserError(f"cannot extract {archive}: writing member {_short(name(m))} failed "
+                raise UserError(f"cannot extract {archive}: writing member {_short(fmt.name(m))} failed "
                                 f"({e.strerror or reason(e)}); the archive is damaged or not the expected one, delete "
                                 f"it and download it again") from None
-            bar.update(size(m))
+            bar.update(fmt.size(m))
+
+
+def _extract(fmt: _Format, archive: Path, dest: Path, progress: bool) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = fmt.open(archive)
+    except (*fmt.errors, OSError) as e:
+        raise UserError(f"cannot extract {archive}: it is not a readable {fmt.kind} archive ({reason(e)}); it is "
+                        f"damaged or another file under the archive's name, delete it and download it again") from None
+    try:
+        with handle:
+            _write_members(fmt, handle, archive, dest, fmt.members(handle, archive, dest), progress)
+    except fmt.errors as e:
+        raise UserError(f"cannot extract {archive}: the archive is damaged ({reason(e)}); delete it and download it "
+                        f"again") from None
 
 
 def extract_tar(archive: Path, dest: Path, progress: bool = True) -> None:
@@ -141,40 +174,13 @@ def extract_tar(archive: Path, dest: Path, progress: bool = True) -> None:
 
     Regular files and folders only; permissions, owners and times from the archive are ignored.
     """
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        tar = tarfile.open(archive, "r:*")
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise UserError(f"cannot extract {archive}: it is not a readable tar archive ({reason(e)}); it is damaged or "
-                        f"another file under the archive's name, delete it and download it again") from None
-    try:
-        with tar:
-            members = safe_members(tar, archive, dest)
-            _write_members(archive, dest, members, tarfile.TarInfo.isdir, lambda m: m.name, lambda m: m.size,
-                           tar.extractfile, progress)
-    except (tarfile.TarError, EOFError) as e:
-        raise UserError(f"cannot extract {archive}: the archive is damaged ({reason(e)}); delete it and download it "
-                        f"again") from None
+    _extract(_TAR, Path(archive), Path(dest), progress)
 
 
 def extract_zip(archive: Path, dest: Path, progress: bool = True) -> None:
     """Extract the ZIP ``archive`` into ``dest`` after :func:`safe_zip_members` accepts it, verifying every
     member's CRC-32 as it is written."""
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise UserError(f"cannot extract {archive}: it is not a readable ZIP archive ({reason(e)}); it is damaged or "
-                        f"another file under the archive's name, delete it and download it again") from None
-    try:
-        with zf:
-            members = safe_zip_members(zf, archive, dest)
-            _write_members(archive, dest, members, zipfile.ZipInfo.is_dir, lambda m: m.filename,
-                           lambda m: m.file_size, zf.open, progress)
-    except (zipfile.BadZipFile, EOFError, NotImplementedError) as e:
-        # BadZipFile("Bad CRC-32 for file ...") when a member's bytes do not match its checksum
-        raise UserError(f"cannot extract {archive}: the archive is damaged ({reason(e)}); delete it and download it "
-                        f"again") from None
+    _extract(_ZIP, Path(archive), Path(dest), progress)
 
 
 def extract_archive(archive: Path, dest: Path, progress: bool = True) -> None:

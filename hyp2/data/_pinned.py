@@ -89,6 +89,35 @@ HYP2_REPO = Source("the HyP² authors' repository", "JerryXu0129/HyP2-Loss", "e9
 #: DeepHash-pytorch, which ships HashNet's MS-COCO lists (Cao et al., ICCV 2017).
 DEEPHASH_REPO = Source("DeepHash-pytorch", "swuxyj/DeepHash-pytorch", "ab14068ea9b33e8fe12de49d976d0c2e3f0dc129")
 
+# Every third-party file hyp2 fetches, in one table: (group, source, path in the repository, git blob id
+# of the file at the source's commit, its SHA-256 or None where none is published).
+_TABLE = (
+    ("flickr", HYP2_REPO, "data/flickr25k/img.txt", "e3eb7e735954d7a8d597ea9fec969ea6670ee55d",
+     "259813494e297002d7528dd88b620a6382be76598f7ce830bf4991c6d1c4f910"),
+    ("flickr", HYP2_REPO, "data/flickr25k/targets.txt", "96c483fc130404c10d1ec53fd8b6ffd925956466",
+     "8c899f207fc0664be1a4b2010b3003b162e40e47ef63628133697cfb1fadb971"),
+    ("flickr split", HYP2_REPO, "flickr.txt", "7df29b9b754e32eb7522c0d71e5a842ec5634931",
+     "7258434dbcd1067033cbe2067a2d063736aec22e6dfbd11bb021a129497d1d91"),
+    ("nuswide", HYP2_REPO, "data/nus_wide/train.txt", "20f16d48c5d71412ab118563ab0edb3fd8a4e975",
+     "c31007d63075cc173cb368f91475e4072a76b312b7dca0d14e88b1cc23586851"),
+    ("nuswide", HYP2_REPO, "data/nus_wide/test.txt", "371be57ca9dd7b0d98323cbc4dee9f1191224b5b",
+     "bbdbc13c08e340068064eb4f9849f33800139816fbe0e0792d5a49953581b41f"),
+    ("nuswide", HYP2_REPO, "data/nus_wide/database.txt", "1d8f3dd2214d19fe038b91f2aab68bfe3d84fd01", None),
+    ("coco", DEEPHASH_REPO, "data/coco/train.txt", "2b78ffd61c5ec98234343a8a2321d1378345d1bb",
+     "4708c66fa87bac20c85d470c29422c564b0a6811fc48d32a4714c23212e9500c"),
+    ("coco", DEEPHASH_REPO, "data/coco/test.txt", "e326d2091ab54672f1116fd93ea2d93fd76052c6",
+     "3f0e2c49e363bccbf5ed67cf8cd59cce2b04a7238417ba0c3baf876be3be90b7"),
+    ("coco", DEEPHASH_REPO, "data/coco/database.txt", "aaabcac7e9768b659dd12500b969add4b0f56e91", None),
+)
+
+
+def pinned(group: str) -> tuple[PinnedFile, ...]:
+    """The files of one group of :data:`_TABLE` ("flickr", "flickr split", "nuswide", "coco"), in order."""
+    files = tuple(source.file(path, blob, sha) for g, source, path, blob, sha in _TABLE if g == group)
+    if not files:
+        raise ValueError(f"no pinned files for {group!r}; known: {sorted({row[0] for row in _TABLE})}")
+    return files
+
 
 def _say(message: str) -> None:
     # stderr: stdout carries a run's results ("map: ..."), which scripts parse

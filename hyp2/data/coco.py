@@ -49,7 +49,7 @@ from ._download import fetch, human_bytes
 from ._extract import extract_into_place
 from ._lists import (ImageFiles, ImageList, output_folder, read_class_names, read_image_list, read_text,
                      require_files)
-from ._pinned import DEEPHASH_REPO, ensure_pinned
+from ._pinned import DEEPHASH_REPO, ensure_pinned, pinned
 from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
 
 FOLDER = "coco"
@@ -66,14 +66,8 @@ CLASSES = ("person", "bicycle", "car", "motorcycle", "airplane", "bus", "train",
            "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
            "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
            "scissors", "teddy bear", "hair drier", "toothbrush")
-#: DeepHash-pytorch's lists (git blob ids, and SHA-256 where known, of the files at DEEPHASH_REPO's commit).
-OFFICIAL = (
-    DEEPHASH_REPO.file("data/coco/train.txt", "2b78ffd61c5ec98234343a8a2321d1378345d1bb",
-                       "4708c66fa87bac20c85d470c29422c564b0a6811fc48d32a4714c23212e9500c"),
-    DEEPHASH_REPO.file("data/coco/test.txt", "e326d2091ab54672f1116fd93ea2d93fd76052c6",
-                       "3f0e2c49e363bccbf5ed67cf8cd59cce2b04a7238417ba0c3baf876be3be90b7"),
-    DEEPHASH_REPO.file("data/coco/database.txt", "aaabcac7e9768b659dd12500b969add4b0f56e91"),
-)
+#: DeepHash-pytorch's lists (git blob ids, and SHA-256 where known: :mod:`hyp2.data._pinned`).
+OFFICIAL = pinned("coco")
 #: Image set -> size in bytes of its archive on the COCO site (which publishes no checksums).
 ARCHIVE_SIZES = {"train2014": 13_510_573_713, "val2014": 6_645_013_297}
 BASE_URL = "http://images.cocodataset.org/zips/"

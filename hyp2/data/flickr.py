@@ -51,7 +51,7 @@ from ..io import atomic_write_json, atomic_write_text
 from ..validate import check_int
 from ._download import git_blob
 from ._lists import ImageFiles, output_folder, read_class_names, read_text, require_files
-from ._pinned import HYP2_REPO, Found, ensure_pinned
+from ._pinned import HYP2_REPO, Found, ensure_pinned, pinned
 from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
 
 FOLDER = "flickr25k"
@@ -63,15 +63,9 @@ CLASSES = ("animals", "baby", "baby_r1", "bird", "bird_r1", "car", "car_r1", "cl
            "dog_r1", "female", "female_r1", "flower", "flower_r1", "food", "indoor", "lake", "male", "male_r1",
            "night", "night_r1", "people", "people_r1", "plant_life", "portrait", "portrait_r1", "river",
            "river_r1", "sea", "sea_r1", "sky", "structures", "sunset", "transport", "tree", "tree_r1", "water")
-#: The authors' label files and split (git blob ids and SHA-256 of the files at HYP2_REPO's commit).
-OFFICIAL_LISTS = (
-    HYP2_REPO.file("data/flickr25k/img.txt", "e3eb7e735954d7a8d597ea9fec969ea6670ee55d",
-                   "259813494e297002d7528dd88b620a6382be76598f7ce830bf4991c6d1c4f910"),
-    HYP2_REPO.file("data/flickr25k/targets.txt", "96c483fc130404c10d1ec53fd8b6ffd925956466",
-                   "8c899f207fc0664be1a4b2010b3003b162e40e47ef63628133697cfb1fadb971"),
-)
-OFFICIAL_SPLIT = HYP2_REPO.file("flickr.txt", "7df29b9b754e32eb7522c0d71e5a842ec5634931",
-                                "7258434dbcd1067033cbe2067a2d063736aec22e6dfbd11bb021a129497d1d91")
+#: The authors' label files and split (git blob ids and SHA-256: :mod:`hyp2.data._pinned`).
+OFFICIAL_LISTS = pinned("flickr")
+OFFICIAL_SPLIT = pinned("flickr split")[0]
 LABEL_FILES = ("img.txt", "targets.txt", "classes.txt")
 
 

@@ -27,21 +27,15 @@ import os
 from pathlib import Path
 
 from ._lists import ImageFiles, default_class_names, read_class_names, read_image_list, require_files
-from ._pinned import HYP2_REPO, ensure_pinned
+from ._pinned import HYP2_REPO, ensure_pinned, pinned
 from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
 
 FOLDER = "nus_wide"
 NUM_LABELS = 21
 TOPK = 5000
 LISTS = {"train": "train.txt", "query": "test.txt", "database": "database.txt"}
-#: The official lists (git blob ids and SHA-256 of the files at HYP2_REPO's commit).
-OFFICIAL = (
-    HYP2_REPO.file("data/nus_wide/train.txt", "20f16d48c5d71412ab118563ab0edb3fd8a4e975",
-                   "c31007d63075cc173cb368f91475e4072a76b312b7dca0d14e88b1cc23586851"),
-    HYP2_REPO.file("data/nus_wide/test.txt", "371be57ca9dd7b0d98323cbc4dee9f1191224b5b",
-                   "bbdbc13c08e340068064eb4f9849f33800139816fbe0e0792d5a49953581b41f"),
-    HYP2_REPO.file("data/nus_wide/database.txt", "1d8f3dd2214d19fe038b91f2aab68bfe3d84fd01"),
-)
+#: The authors' lists (git blob ids and SHA-256: :mod:`hyp2.data._pinned`).
+OFFICIAL = pinned("nuswide")
 IMAGES_HINT = ("; the lists refer to the NUS-WIDE images as DSDH and DeepHash-pytorch distribute them "
                "(images/<nn>_<flickr id>.jpg): put them in {folder}/images")
 
