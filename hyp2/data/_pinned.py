@@ -162,13 +162,13 @@ def ensure_pinned(folder: Path, files: Sequence[PinnedFile], source: Source, wha
     if own:
         raise UserError(f"{what}: {names} missing in {folder}, beside {', '.join(own)} that are not the files of "
                         f"{source.describe()}; put your own {names} there, or delete the others to fetch the whole "
-                        f"official set ({urls})")
+                        f"official set ({urls}){alternative}")
     if not download:
         raise UserError(f"{what}: {names} missing in {folder} and downloads are off (--no_download); put them there "
                         f"yourself, from {source.describe()}: {urls}{alternative}")
     for f in missing:
         dest = folder / f.name
-        hint = f"; without internet access, put {f.name} from that URL into {folder} yourself{alternative}"
+        hint = f"; without internet access, put {names} into {folder} yourself (from {urls}){alternative}"
         fetch(f.url, dest, digests=f.digests(), hint=hint, progress=progress, timeout=timeout, attempts=attempts)
         how = "git blob id and SHA-256" if f.sha256 else "git blob id"
         _say(f"fetched {dest} ({human_bytes(dest.stat().st_size)}) from {source.describe()}; verified by its {how}")

@@ -108,7 +108,7 @@ def test_offline_machine_names_the_url_and_the_folder(tmp_path):
         ensure_pinned(tmp_path / "d", pinned, SOURCE, "Toy", progress=False, timeout=5)
     msg = str(e.value)
     assert f"cannot download http://127.0.0.1:{port}/a.txt" in msg
-    assert f"put a.txt from that URL into {tmp_path / 'd'} yourself" in msg
+    assert f"put a.txt into {tmp_path / 'd'} yourself (from http://127.0.0.1:{port}/a.txt)" in msg
     assert folder_files(tmp_path / "d") == []
 
 
