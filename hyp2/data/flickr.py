@@ -67,6 +67,10 @@ CLASSES = ("animals", "baby", "baby_r1", "bird", "bird_r1", "car", "car_r1", "cl
 OFFICIAL_LISTS = pinned("flickr")
 OFFICIAL_SPLIT = pinned("flickr split")[0]
 LABEL_FILES = ("img.txt", "targets.txt", "classes.txt")
+PREPARE_HINT = ("; or build them from the annotations with `python -m hyp2.data.flickr prepare --annotations "
+                "mirflickr25k_annotations_v080 --data_root {root}` (a split drawn from --seed then applies)")
+IMAGES_HINT = ("; the images come from mirflickr25k.zip (press.liacs.nl/mirflickr): unpack them so that "
+               "{folder}/mirflickr/im1.jpg exists")
 
 
 # --------------------------------------------------------------------------------------- prepare
@@ -269,12 +273,6 @@ def build_flickr(options: DataOptions, num_query: int = NUM_QUERY, num_train: in
     provenance = {"lists": lists.provenance(folder, HYP2_REPO), "split": split_note}
     return RetrievalData("flickr", tuple(classes), train, query, database, topk=min(TOPK, len(database)),
                          provenance=provenance)
-
-
-PREPARE_HINT = ("; or build them from the annotations with `python -m hyp2.data.flickr prepare --annotations "
-                "mirflickr25k_annotations_v080 --data_root {root}` (a split drawn from --seed then applies)")
-IMAGES_HINT = ("; the images come from mirflickr25k.zip (press.liacs.nl/mirflickr): unpack them so that "
-               "{folder}/mirflickr/im1.jpg exists")
 
 
 @register("flickr", "MIRFLICKR-25K: 38 labels, the HyP² authors' split (fetched): 1,000 queries / 4,000 train / "
