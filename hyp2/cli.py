@@ -97,9 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_argument_group("dataset flags")
     data.add_argument("--voc_url", default=None,
                       help="base URL of a VOC mirror (also env HYP2_VOC_URL); same file names as the official host")
-    data.add_argument("--no_md5", action="store_true", help="do not verify downloaded archives' MD5")
+    data.add_argument("--no_md5", action="store_true",
+                      help="do not check archives against their published checksum (VOC's MD5, COCO's size)")
     data.add_argument("--split_file", type=Path, default=None,
-                      help="flickr: JSON list of indices into img.txt fixing the split")
+                      help="flickr: JSON list of indices into img.txt fixing the split (instead of the authors' "
+                           "flickr.txt)")
     data.add_argument("--no_download", action="store_true",
                       help="never use the network for datasets: fail with where to put the files instead")
     data.add_argument("--cache", action="store_true",
