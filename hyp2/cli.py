@@ -154,6 +154,12 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
     args.image_size = spec.image_size if args.image_size is None else args.image_size
     _check_ranges(args, spec.min_size)
     _refuse_contradictions(args, given, has_weights=spec.weights is not None)
+    for flag in ("split_file", "voc_url", "no_md5"):
+        if flag in given and flag not in info.flags:
+            from .data import dataset_names
+            users = [n for n in dataset_names() if flag in dataset_info(n).flags]
+            raise UserError(f"--{flag}: --dataset {args.dataset} does not use it (it applies to "
+                            f"{', '.join(users) or 'no dataset'}); drop it")
     pretrained = args.weights is not None or (not args.no_pretrained and defaults["pretrained"]
                                               and spec.weights is not None)
     return Config(

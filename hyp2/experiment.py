@@ -6,7 +6,6 @@ every few epochs, best checkpoint kept."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -18,8 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from .config import Config
-from .data import DataOptions, RetrievalData, build_dataset
-from .data._cache import maybe_cache
+from .data import DataOptions, RetrievalData, load_dataset, unlabelled_warning
 from .distributed import (Dist, all_agree, average_gradients, barrier, broadcast_float, gather_batch, gather_rows,
                           init_from_env, per_rank_batch, shard, shutdown)
 from .errors import UserError, reason
@@ -51,21 +49,18 @@ def run(config: Config) -> float:
 def load_data(config: Config, image_size: int | None = None) -> RetrievalData:
     """The dataset at ``image_size`` (default ``config.image_size``), subset and cached as asked."""
     options = DataOptions(root=config.data_root, image_size=image_size or config.image_size, seed=config.seed,
-                          cache=False, voc_url=config.voc_url, check_md5=config.check_md5,
+                          cache=config.cache, voc_url=config.voc_url, check_md5=config.check_md5,
                           split_file=config.split_file, download=config.download)
-    try:
-        data = build_dataset(config.dataset, options)
-    except ValueError as e:
-        raise UserError(f"--dataset {config.dataset}: {e}") from None
-    if config.subset:
-        data = dataclasses.replace(data, **{s: getattr(data, s).head(config.subset)
-                                            for s in ("train", "query", "database")})
-    for split in ("train", "query", "database"):
-        if len(getattr(data, split)) == 0:
-            raise UserError(f"--dataset {config.dataset}: the {split} split is empty; check its files under "
-                            f"{config.data_root}")
-    # Cache after subsetting, so a --subset smoke test never caches a whole dataset.
-    return maybe_cache(data, dataclasses.replace(options, cache=config.cache))
+    return load_dataset(config.dataset, options, subset=config.subset)
+
+
+def log_data(rec: RunRecorder, data: RetrievalData) -> None:
+    """Where the data came from (lists, split), and a warning about items without any label."""
+    for key, value in data.provenance.items():
+        rec.log(f"data {key}: {value}")
+    warning = unlabelled_warning(data)
+    if warning:
+        rec.log(warning)
 
 
 def protocol_topk(config: Config, data: RetrievalData) -> int:
@@ -96,7 +91,7 @@ def header(config: Config, data: RetrievalData, topk: int, loss_hparams: dict[st
     return {"run": config.run_name, "dataset": config.dataset, "backbone": config.backbone,
             "hash_bit": config.hash_bit, "loss": config.loss, "loss_hparams": loss_hparams,
             "classes": list(data.classes), "num_classes": data.num_classes, "topk": topk,
-            "config": config.to_dict()}
+            "data": dict(data.provenance), "config": config.to_dict()}
 
 
 def eval_loader(dataset, config: Config, device: torch.device, d: Dist | None = None) -> DataLoader:
@@ -292,6 +287,7 @@ class _Training:
                      + f", {c.backbone} at {c.image_size}px on {self.device}"
                      + (f" x {d.world_size} processes" if d.enabled else ""))
         self.rec.log(f"config: {c.to_dict()}", echo=False)
+        log_data(self.rec, data)
         if self.drop_last:
             self.rec.log("the last training batch would hold one image, which a BatchNorm network cannot train "
                          "on; it is dropped every epoch (a different image each time)")
@@ -390,6 +386,11 @@ def run_test(config: Config) -> float:
         results["checkpoint_epoch"] = ckpt.meta.get("epoch")
         results["model_digest"] = ckpt.digest
         rec = RunRecorder.for_test(files, header(config, data, topk, ckpt.loss["hparams"]), save=config.save)
+        log_data(rec, data)
+        trained_on = ckpt.meta.get("data")
+        if trained_on is not None and trained_on != dict(data.provenance):
+            rec.log(f"warning: the checkpoint was trained on other data ({trained_on}) than this test uses "
+                    f"({dict(data.provenance)})")
         if config.save:
             sample = files.path("_sample.npz")
             _save_codes_sample(sample, query, database, seed=config.seed)

@@ -47,6 +47,9 @@ def test_out_of_range_values_are_refused(argv, fragment, capsys):
     (["--dataset", "demo", "--weights", "missing.pth"], "--backbone small has no ImageNet weights to replace"),
     (["--export_codes"], "--export_codes applies to --test"),
     (["--plots"], "--plots applies to --test"),
+    (["--split_file", "s.json"], "--split_file: --dataset voc2007 does not use it (it applies to flickr)"),
+    (["--dataset", "demo", "--voc_url", "http://x"], "--voc_url: --dataset demo does not use it (it applies to voc"),
+    (["--dataset", "custom", "--no_md5"], "--no_md5: --dataset custom does not use it"),
     (["--loss", "dhn", "--beta", "0.3"], "--beta is HyP²'s; --loss dhn does not use it"),
     (["--loss", "csq", "--zeta", "0.1"], "--zeta is HyP²'s; --loss csq does not use it"),
     (["--beta", "0.3", "--loss_opt", "beta=0.2"], "--beta and --loss_opt beta=... both set beta"),
@@ -146,3 +149,22 @@ def test_flags_given_are_known_to_the_config():
     assert {"dataset", "image_size", "beta"} <= set(c.given) and "hash_bit" not in c.given
     with pytest.raises(UserError, match="--backbone: unknown backbone 'vgg'"):
         parse_config(["--backbone", "vgg"])
+
+
+def test_unlabelled_queries_are_warned_about_with_their_line_and_data_provenance_is_recorded(tmp_path, capsys):
+    from PIL import Image
+    root = tmp_path / "custom"
+    root.mkdir()
+    for i in range(6):
+        Image.new("RGB", (20, 20), (40 * i, 0, 0)).save(root / f"{i}.jpg")
+    lines = "".join(f"{i}.jpg {i % 2} {1 - i % 2}\n" for i in range(6))
+    (root / "train.txt").write_text(lines)
+    (root / "database.txt").write_text(lines)
+    (root / "test.txt").write_text(lines + "0.jpg 0 0\n1.jpg 0 0\n")  # two queries without any label
+    argv = ["--dataset", "custom", "--data_root", str(root), "--backbone", "small", "--epochs", "1", "--workers", "0",
+            "--batch_size", "3", "--hash_bit", "8", "--result_dir", str(tmp_path / "r")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"2 queries have no label (first: {root / 'test.txt'} line 7)" in out and "AP 0" in out
+    record = json.loads((tmp_path / "r" / "custom_small_8.json").read_text())
+    assert record["data"] and all(isinstance(v, str) for v in record["data"].values())

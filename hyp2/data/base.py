@@ -191,24 +191,27 @@ class RetrievalData:
 @dataclass(frozen=True)
 class DatasetInfo:
     """A registry entry. ``defaults`` overrides the CLI's defaults for this dataset (the demo
-    sets a small backbone and image size, for instance); explicit flags still win."""
+    sets a small backbone and image size, for instance); explicit flags still win. ``flags``
+    names the dataset-specific command-line flags it reads (``split_file``, ``voc_url``,
+    ``no_md5``); the CLI refuses them for datasets that would ignore them."""
 
     name: str
     build: Callable[[DataOptions], RetrievalData]
     description: str
     defaults: dict[str, Any] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, DatasetInfo] = {}
 
 
-def register(name: str, description: str, defaults: dict[str, Any] | None = None):
-    """Decorator registering ``build(options) -> RetrievalData`` under ``name``."""
+def register(name: str, description: str, defaults: dict[str, Any] | None = None, flags: tuple[str, ...] = ()):
+    """Decorator registering ``build(options) -> RetrievalData`` under ``name`` (see :class:`DatasetInfo`)."""
 
     def deco(build: Callable[[DataOptions], RetrievalData]):
         if name in _REGISTRY:
             raise ValueError(f"dataset {name!r} is registered twice")
-        _REGISTRY[name] = DatasetInfo(name, build, description, dict(defaults or {}))
+        _REGISTRY[name] = DatasetInfo(name, build, description, dict(defaults or {}), tuple(flags))
         return build
 
     return deco

@@ -153,7 +153,7 @@ def build_coco(options: DataOptions, base_url: str | None = None, sizes: dict[st
 
 
 @register("coco", "MS-COCO 2014, 80 categories, HashNet protocol (DeepHash-pytorch lists, fetched): 10,000 train / "
-                  "5,000 queries / 117,218 database, mAP@5000")
+                  "5,000 queries / 117,218 database, mAP@5000", flags=("no_md5",))
 def build(options: DataOptions) -> RetrievalData:
     return build_coco(options)
 

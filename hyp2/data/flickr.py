@@ -276,7 +276,7 @@ def build_flickr(options: DataOptions, num_query: int = NUM_QUERY, num_train: in
 
 
 @register("flickr", "MIRFLICKR-25K: 38 labels, the HyP² authors' split (fetched): 1,000 queries / 4,000 train / "
-                    "19,581 database, mAP@1000")
+                    "19,581 database, mAP@1000", flags=("split_file",))
 def build(options: DataOptions) -> RetrievalData:
     return build_flickr(options)
 
