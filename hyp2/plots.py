@@ -25,6 +25,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from .gallery import GALLERY_QUERIES, GALLERY_TOP, build_galleries, gallery_stem, plot_gallery
 from .io import atomic_write_bytes
 from .paper import PAPER_HYP2
 from .runfile import (MissingData, backbone_title, from_test, load_run, note, run_label, run_labels, run_name,
@@ -33,13 +34,15 @@ from .tsne import (TSNE_COLOUR_RULE, TSNE_DATABASE, TSNE_IRRELEVANT, TSNE_LINKS,
                    Neighbours, _palette, hamming_neighbours, load_codes_sample, plot_tsne, rarest_label,
                    tsne_embedding)
 
-__all__ = ["DPI", "FORMATS", "CodesSample", "Neighbours", "TSNE_COLOUR_RULE", "TSNE_DATABASE", "TSNE_IRRELEVANT",
-           "TSNE_LINKS", "TSNE_QUERIES", "backbone_title", "hamming_neighbours", "load_codes_sample", "load_run",
-           "plot_convergence", "plot_pr", "plot_run", "plot_topn", "plot_tsne", "rarest_label", "run_label",
-           "run_labels", "run_topk", "save_figure", "tsne_embedding", "_palette"]
+__all__ = ["DPI", "FORMATS", "GALLERY_DPI", "CodesSample", "Neighbours", "TSNE_COLOUR_RULE", "TSNE_DATABASE",
+           "TSNE_IRRELEVANT", "TSNE_LINKS", "TSNE_QUERIES", "backbone_title", "hamming_neighbours",
+           "load_codes_sample", "load_run", "plot_convergence", "plot_pr", "plot_run", "plot_topn", "plot_tsne",
+           "rarest_label", "run_label", "run_labels", "run_topk", "save_figure", "tsne_embedding", "_palette"]
 
 #: resolution of the PNG files (the PDFs are vector)
 DPI = 200
+#: resolution of the gallery's PNG (its pixels are thumbnails; more would only weigh more)
+GALLERY_DPI = 120
 #: file formats written for every figure
 FORMATS = ("png", "pdf")
 
@@ -196,16 +199,16 @@ def plot_convergence(runs: Sequence[dict], notes: list[str] | None = None) -> Fi
 # Saving
 
 
-def save_figure(fig: Figure, stem: str | Path, formats: Iterable[str] = FORMATS) -> list[Path]:
-    """Write ``fig`` as ``{stem}.{fmt}`` for each format, each rendered to memory and published
-    atomically; returns the paths written."""
+def save_figure(fig: Figure, stem: str | Path, formats: Iterable[str] = FORMATS, dpi: int = DPI) -> list[Path]:
+    """Write ``fig`` as ``{stem}.{fmt}`` for each format (PNG at ``dpi``), each rendered to memory
+    and published atomically; returns the paths written."""
     stem = Path(stem)
     written = []
     for fmt in formats:
         buffer = io.BytesIO()
         # no creation date in PDFs: the same run gives byte-identical files
         metadata = {"CreationDate": None} if fmt == "pdf" else None
-        fig.savefig(buffer, format=fmt, dpi=DPI, metadata=metadata)
+        fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
         path = stem.parent / f"{stem.name}.{fmt}"
         atomic_write_bytes(path, buffer.getvalue())
         written.append(path)
@@ -213,12 +216,18 @@ def save_figure(fig: Figure, stem: str | Path, formats: Iterable[str] = FORMATS)
 
 
 def plot_run(run_json_path: str | Path, out_dir: str | Path, *, seed: int = 0,
-             notes: list[str] | None = None, formats: Iterable[str] = FORMATS) -> list[Path]:
-    """Draw one run's figures into ``out_dir`` as ``{stem}_{topn,pr,convergence,tsne}.{png,pdf}``
-    (``stem``: the JSON's file name without ``.json``, i.e. the run name).
+             notes: list[str] | None = None, formats: Iterable[str] = FORMATS,
+             gallery_queries: int = GALLERY_QUERIES, gallery_top: int = GALLERY_TOP,
+             query_ids: Sequence[str] = (), data_root: str | Path | None = None) -> list[Path]:
+    """Draw one run's figures into ``out_dir`` as
+    ``{stem}_{topn,pr,convergence,tsne,gallery}.{png,pdf}`` (``stem``: the JSON's file name
+    without ``.json``, i.e. the run name).
 
-    Figures the run has no data for are skipped, each with a line in ``notes``. Returns the
-    files written. A missing or malformed JSON raises :class:`~hyp2.errors.UserError`.
+    The gallery (:mod:`hyp2.gallery`) shows ``query_ids`` and ``gallery_queries`` queries drawn
+    with ``seed``, each with its ``gallery_top`` nearest database images, from the codes file the
+    JSON names and the images under ``data_root`` (default: the folder the run used). Figures the
+    run has no data for are skipped, each with a line in ``notes``. Returns the files written.
+    A missing or malformed JSON raises :class:`~hyp2.errors.UserError`.
     """
     run = load_run(run_json_path)
     out_dir = Path(out_dir)
@@ -231,4 +240,9 @@ def plot_run(run_json_path: str | Path, out_dir: str | Path, *, seed: int = 0,
     for name, fig in figures:
         if fig is not None:
             written += save_figure(fig, out_dir / f"{stem}_{name}", formats)
+    galleries = build_galleries([run], queries=gallery_queries, top=gallery_top, seed=seed, named=query_ids,
+                                data_root=data_root, notes=notes)
+    for gallery in galleries:
+        name = gallery_stem(galleries, gallery, f"{stem}_")
+        written += save_figure(plot_gallery(gallery), out_dir / name, formats, dpi=GALLERY_DPI)
     return written

@@ -12,7 +12,8 @@ Two steps:
 2. ``python -m hyp2.search --checkpoint result/{run}.ckpt --codes result/{run}_codes.npz IMAGE ...``
    encodes each image with the checkpoint's model (:func:`hyp2.load_hasher`) and prints its
    nearest database images. Codes exported from another model are refused: their model digest
-   differs from the checkpoint's.
+   differs from the checkpoint's. ``python -m hyp2.search serve --checkpoint ... --codes ...``
+   serves the same search as a local web page (:mod:`hyp2.serve`).
 """
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m hyp2.search",
                 description="Find the database images nearest (in Hamming distance) to each query image, "
                             "with a trained checkpoint and the database codes it exported "
-                            "(python retrieval.py <flags> --test --export_codes).",
+                            "(python retrieval.py <flags> --test --export_codes). "
+                            "'python -m hyp2.search serve --help': the same in a browser page.",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", type=Path, required=True, help="the run's best checkpoint, result/{run}.ckpt")
     p.add_argument("--codes", type=Path, required=True, help="the exported codes, result/{run}_codes.npz")
@@ -108,7 +110,13 @@ def _print_table(images: Sequence[str], results: list[list[dict[str, Any]]]) -> 
 
 
 def run(argv: Sequence[str] | None = None) -> None:
-    """Parse, search and print; raises :class:`UserError` on bad input."""
+    """Parse, search and print (or serve the search page: ``serve ...``); raises :class:`UserError`
+    on bad input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:  # a query image named "serve" is passed as ./serve
+        from .serve import serve_main
+
+        return serve_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.top < 1:
         raise UserError(f"--top {args.top}: must be at least 1")
