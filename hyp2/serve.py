@@ -91,8 +91,13 @@ def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
                               f"GIF, BMP or WebP image") from None
     width, height = img.size
     if width * height > max_pixels:
-        raise BadRequest(413, _too_many_pixels(f"{width}×{height} = {width * height / 1e6:.0f} million", max_pixels))
+        raise BadRequest(413, _too_many_pixels(f"{width}×{height} = {width * height / 1e6:g} million", max_pixels))
     try:
+        # verify() checks the file's structure and checksums (PNG's CRCs) without decoding, which
+        # catches a cut-off PNG even though hyp2.data lets PIL decode truncated images (the
+        # datasets' few truncated JPEGs); a truncated JPEG still decodes, its missing rows grey.
+        img.verify()
+        img = Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS)
         img.load()
         return img.convert("RGB")
     except Exception as e:  # noqa: BLE001 - truncated or corrupt data
@@ -101,7 +106,7 @@ def decode_upload(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
 
 
 def _too_many_pixels(what: str, max_pixels: int) -> str:
-    return (f"the image declares {what} pixels, more than the {max_pixels / 1e6:.0f} million this page decodes "
+    return (f"the image declares {what} pixels, more than the {max_pixels / 1e6:g} million this page decodes "
             f"(a decompression bomb, or a huge image: scale it down first)")
 
 
