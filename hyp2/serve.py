@@ -27,6 +27,7 @@ import argparse
 import functools
 import io
 import json
+import socket
 import threading
 from dataclasses import dataclass
 from email.message import Message
@@ -433,12 +434,14 @@ class SearchServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], service: SearchService, verbose: bool = False):
         self.service, self.verbose = service, verbose
+        if ":" in address[0]:  # an IPv6 address such as ::1
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def make_server(service: SearchService, host: str = "127.0.0.1", port: int = 0, verbose: bool = False) -> SearchServer:
