@@ -19,7 +19,7 @@ import io
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -395,12 +395,3 @@ def gallery_stem(galleries: Sequence[Gallery], gallery: Gallery, prefix: str = "
     """File stem of a gallery figure: ``{prefix}gallery``, or ``{prefix}gallery_{dataset}`` when
     several datasets each have one."""
     return f"{prefix}gallery" if len(galleries) == 1 else f"{prefix}gallery_{gallery.dataset}"
-
-
-def describe(gallery: Gallery) -> dict[str, Any]:
-    """The gallery as JSON-able data (ids, distances, labels, relevance) for pages and tests."""
-    return {"dataset": gallery.dataset, "queries": list(gallery.queries), "top": gallery.top,
-            "rows": [[{"run": label, "query": ret.query, "query_labels": list(ret.query_labels),
-                       "hits": [{"id": h.id, "distance": h.distance, "labels": list(h.labels),
-                                 "relevant": h.relevant} for h in ret.hits]}
-                      for label, ret in rows] for rows in gallery.rows]}

@@ -63,12 +63,14 @@ def page(title: str, body: str) -> str:
             f"</head>\n<body>\n{body}\n</body>\n</html>\n")
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[int] = ()) -> str:
-    """An escaped table in a horizontally scrolling box; columns in ``numeric`` align right."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+def table(headers: Sequence[str] | None, rows: Iterable[Sequence[Any]], numeric: Sequence[int] = ()) -> str:
+    """An escaped table in a horizontally scrolling box; columns in ``numeric`` align right;
+    ``headers=None``: a key–value table without a header row."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers or ())
     body = "".join("<tr>" + "".join(f"<td class=\"num\">{esc(c)}</td>" if i in numeric else f"<td>{esc(c)}</td>"
                                     for i, c in enumerate(row)) + "</tr>\n" for row in rows)
-    return f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table></div>"
+    thead = f"<thead><tr>{head}</tr></thead>\n" if headers else ""
+    return f"<div class=\"scroll\"><table>{thead}<tbody>\n{body}</tbody></table></div>"
 
 
 def data_uri(img: Image.Image) -> str:
@@ -139,9 +141,10 @@ def figure_section(title: str, files: Sequence[Path], caption: str) -> str:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
-    if isinstance(value, (dict, list)):
-        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) if isinstance(value, dict) else \
-            ", ".join(_fmt(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_fmt(v) for v in value)
     return "—" if value is None else str(value)
 
 
@@ -155,7 +158,7 @@ def run_section(run: dict, label: str, anchor: str) -> str:
                ("best during training", run.get("best")), ("tested checkpoint's epoch", test.get("checkpoint_epoch"))]
     summary += [(f"data: {k}", v) for k, v in (run.get("data") or {}).items()]
     parts = [f"<section class=\"card\" id=\"{esc(anchor)}\"><h3>{esc(label)}</h3>",
-             table(("", ""), [(k, _fmt(v)) for k, v in summary if v not in (None, "", {})])]
+             table(None, [(k, _fmt(v)) for k, v in summary if v not in (None, "", {})])]
     config = run.get("config") or {}
     parts.append(f"<details><summary>Configuration ({len(config)} settings)</summary>"
                  f"{table(('setting', 'value'), [(k, _fmt(v)) for k, v in config.items()])}</details>")

@@ -163,6 +163,14 @@ def test_several_runs_show_the_same_queries_one_row_each(run16, run32):
     assert g.rows[0][1][1] == gallery.retrieve(load_codes(run32.codes), [g.queries[0]], 4)[0]
 
 
+def test_runs_of_two_datasets_get_a_gallery_each(run16, tmp_path):
+    other = copy_run(run16, tmp_path, lambda data: data.update(dataset="demo_copy"))
+    galleries = gallery.build_galleries([load_run(run16.json), other], queries=1, top=2)
+    assert [g.dataset for g in galleries] == ["demo", "demo_copy"]
+    assert [gallery.gallery_stem(galleries, g, "r_") for g in galleries] == ["r_gallery_demo", "r_gallery_demo_copy"]
+    assert gallery.gallery_stem(galleries[:1], galleries[0]) == "gallery"
+
+
 def test_named_query_no_run_lists_is_one_line(run16):
     with pytest.raises(UserError, match="--query demo/99999: no run's codes file lists this id; query ids look "
                                         "like demo/02000"):
