@@ -154,8 +154,10 @@ def run_section(run: dict, label: str, anchor: str) -> str:
     summary = [("file", Path(run.get("_path", "")).name), ("dataset", run.get("dataset")),
                ("backbone", run.get("backbone")), ("bits", run.get("hash_bit")), ("loss", run.get("loss", "hyp2")),
                ("loss hyper-parameters", run.get("loss_hparams")), ("mAP@K, K", run.get("topk")),
-               ("test mAP", test.get("map")), ("precision within radius 2", test.get("precision_radius2")),
-               ("best during training", run.get("best")), ("tested checkpoint's epoch", test.get("checkpoint_epoch"))]
+               ("best during training", run.get("best"))]
+    # every number --test measured, registered metrics included, under its JSON name
+    summary += [(f"test: {k}", v) for k, v in test.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)]
     summary += [(f"data: {k}", v) for k, v in (run.get("data") or {}).items()]
     parts = [f"<section class=\"card\" id=\"{esc(anchor)}\"><h3>{esc(label)}</h3>",
              table(None, [(k, _fmt(v)) for k, v in summary if v not in (None, "", {})])]

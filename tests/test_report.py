@@ -362,11 +362,13 @@ def test_report_with_codes_draws_the_gallery_and_one_offline_page(tmp_path_facto
 def test_report_page_escapes_what_runs_wrote(tmp_path):
     run = make_run("flickr", "alexnet", 12, test_map=0.8)
     run["config"] = {"note": "<script>alert(1)</script>", "path": 'a"b'}
+    run["test"]["mrr"] = 0.9321  # a registered metric shows up under its JSON name
     out = tmp_path / "out"
     report.build_report([write(tmp_path, run)], out, tsne=False, formats=("png",))
     html = (out / "index.html").read_text(encoding="utf-8")
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert parse_page(out / "index.html").all("script") == []
+    assert "<td>test: mrr</td><td>0.9321</td>" in html and "<td>test: map</td><td>0.8000</td>" in html
 
 
 def test_cli_names_an_unknown_query_in_one_line(tmp_path_factory, tmp_path):
