@@ -50,11 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = ArgumentParser(prog="retrieval.py", description="HyP² deep hashing for multi-label image retrieval: "
                        "train (default) or evaluate a saved checkpoint (--test).", formatter_class=_Help)
-    off = p.add_argument_group("official flags")
-    off.add_argument("--dataset", default="voc2007", help="one of: " + _choices(
-        dataset_names(), lambda n: dataset_info(n).description))
-    off.add_argument("--backbone", default=None, help="default googlenet (demo: small); one of: " + _choices(
+    _official_flags(p.add_argument_group("official flags"), _choices(
+        dataset_names(), lambda n: dataset_info(n).description), _choices(
         backbone_names(), lambda n: get_backbone(n).description))
+    _added_flags(p.add_argument_group("added flags"), _choices(loss_names(), lambda n: loss_spec(n).description))
+    _dataset_flags(p.add_argument_group("dataset flags"))
+    _run_flags(p)
+    return p
+
+
+def _official_flags(off, datasets: str, backbones: str) -> None:
+    off.add_argument("--dataset", default="voc2007", help="one of: " + datasets)
+    off.add_argument("--backbone", default=None, help="default googlenet (demo: small); one of: " + backbones)
     off.add_argument("--hash_bit", type=int, default=None, help=f"code length K, 1..{MAX_BITS}; default 48")
     off.add_argument("--batch_size", type=int, default=None, help="default 100 (demo: 50)")
     off.add_argument("--epochs", type=int, default=None, help="default 100 (demo: 15)")
@@ -67,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     off.add_argument("--rate", type=float, default=0.02, help="learning rate of the loss's proxies")
     off.add_argument("--test", action="store_true", help="evaluate the saved checkpoint instead of training")
 
-    ours = p.add_argument_group("added flags")
+
+def _added_flags(ours, losses: str) -> None:
     ours.add_argument("--data_root", type=Path, default=Path("data"), help="where datasets live")
     ours.add_argument("--result_dir", type=Path, default=Path("result"), help="checkpoints, logs, JSON")
     ours.add_argument("--image_size", type=int, default=None,
@@ -86,15 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="evaluate every N epochs (and after the last); default 5 (demo: 1)")
     ours.add_argument("--subset", type=int, default=0,
                       help="use only the first N images of each split (quick smoke tests); 0 = all")
-    ours.add_argument("--loss", default="hyp2", help="default hyp2; one of: " + _choices(
-        loss_names(), lambda n: loss_spec(n).description))
+    ours.add_argument("--loss", default="hyp2", help="default hyp2; one of: " + losses)
     ours.add_argument("--loss_opt", action="append", default=[], metavar="KEY=VALUE",
                       help="a hyper-parameter of the --loss (repeatable); its keys and defaults: docs/losses.md, or "
                            "any wrong key, which lists them")
     ours.add_argument("--lr", type=float, default=None,
                       help="network learning rate; default per backbone (googlenet 0.02, alexnet 0.01, ...)")
+    ours.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                      help="import MODULE (a dotted name or a .py file) first, so that the datasets, backbones, "
+                           "losses and metrics it registers can be used (repeatable; also $HYP2_PLUGINS)")
 
-    data = p.add_argument_group("dataset flags")
+
+def _dataset_flags(data) -> None:
     data.add_argument("--voc_url", default=None,
                       help="base URL of a VOC mirror (also env HYP2_VOC_URL); same file names as the official host")
     data.add_argument("--no_md5", action="store_true",
@@ -107,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--cache", action="store_true",
                       help="keep resized images in a memory-mapped file under --data_root (faster epochs)")
 
+
+def _run_flags(p) -> None:
     tr = p.add_argument_group("training speed and safety")
     tr.add_argument("--amp", action="store_true",
                     help="bf16 autocast on CUDA (faster; not the official numerics)")
@@ -120,7 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--export_codes", action="store_true",
                     help="with --test: write the database's packed codes to result/{run}_codes.npz")
     ev.add_argument("--plots", action="store_true", help="with --test: draw the run's figures beside it")
-    return p
 
 
 def given_flags(argv: Sequence[str] | None) -> tuple[str, ...]:
@@ -133,9 +145,11 @@ def given_flags(argv: Sequence[str] | None) -> tuple[str, ...]:
 
 def parse_config(argv: Sequence[str] | None = None) -> Config:
     """Parse, fill dataset/backbone defaults, validate, and freeze. Raises :class:`UserError`."""
+    from ._plugins import load_plugins
     from .data import dataset_info
     from .models import get_backbone
 
+    plugins = load_plugins(argv)  # before the parser, so their entries are among the choices
     args = build_parser().parse_args(argv)
     given = given_flags(argv)
     try:
@@ -173,7 +187,8 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
         voc_url=args.voc_url or os.environ.get("HYP2_VOC_URL") or None, check_md5=not args.no_md5,
         split_file=args.split_file, cache=args.cache, download=not args.no_download,
         amp=args.amp, compile=args.compile, resume=args.resume, overwrite=args.overwrite,
-        export_codes=args.export_codes, plots=args.plots, loss_options=loss_options, given=given,
+        export_codes=args.export_codes, plots=args.plots, loss_options=loss_options, plugins=tuple(plugins),
+        given=given,
     )
 
 

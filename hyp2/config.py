@@ -53,6 +53,8 @@ class Config:
     # Evaluation and reports.
     export_codes: bool = False
     plots: bool = False
+    # Modules imported first for the datasets, backbones, losses and metrics they register.
+    plugins: tuple[str, ...] = ()
     # The flags given on the command line (``--test`` refuses those that disagree with the
     # checkpoint; the others are taken from it).
     given: tuple[str, ...] = ()
@@ -69,4 +71,5 @@ class Config:
         out = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
         out["loss_options"] = dict(self.loss_options)
         out["given"] = list(self.given)
+        out["plugins"] = list(self.plugins)
         return out
