@@ -73,6 +73,13 @@ def load_plugin(name: str) -> None:
             from None
 
 
+def add_plugin_flag(parser) -> None:
+    """The ``--plugin MODULE`` flag every command line shares (read by :func:`load_plugins`)."""
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE (a dotted name or a .py file) first, so that the datasets, backbones, "
+                             f"losses and metrics it registers can be used (repeatable; also ${ENV})")
+
+
 def load_plugins(argv: Sequence[str] | None) -> list[str]:
     """Import every plugin :func:`plugin_names` finds; returns their names."""
     names = plugin_names(argv)

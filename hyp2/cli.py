@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from ._plugins import add_plugin_flag
 from .config import Config
 from .errors import ArgumentParser, UserError, resolve_device, run_command
 
@@ -100,9 +101,7 @@ def _added_flags(ours, losses: str) -> None:
                            "any wrong key, which lists them")
     ours.add_argument("--lr", type=float, default=None,
                       help="network learning rate; default per backbone (googlenet 0.02, alexnet 0.01, ...)")
-    ours.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                      help="import MODULE (a dotted name or a .py file) first, so that the datasets, backbones, "
-                           "losses and metrics it registers can be used (repeatable; also $HYP2_PLUGINS)")
+    add_plugin_flag(ours)
 
 
 def _dataset_flags(data) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ._plugins import add_plugin_flag, load_plugins
 from .errors import ArgumentParser, UserError, run_command
 from .io import atomic_write_text
 from .paper import PAPER_HYP2, paper_result
@@ -387,6 +388,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="seed of the t-SNE and of the gallery's queries (default: 0)")
     parser.add_argument("--no-pdf", dest="pdf", action="store_false",
                         help="write PNG only (default: PNG and PDF of every figure)")
+    add_plugin_flag(parser)  # a plugin dataset's images for the gallery
     return parser
 
 
@@ -394,6 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (0 done, 2 bad input)."""
 
     def body():
+        load_plugins(argv)
         args = _parser().parse_args(argv)
         gallery = GalleryOptions(args.gallery, args.gallery_queries, args.gallery_top, tuple(args.queries),
                                  args.data_root)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
+from ._plugins import add_plugin_flag, load_plugins
 from .codes import CODES_FORMAT, CODES_VERSION, CodeDatabase, export_codes, load_codes
 from .errors import ArgumentParser, UserError, resolve_device, run_command
 from .hasher import encode_paths, load_hasher
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="results per query")
     p.add_argument("--device", default="cpu", help="where to run the model, e.g. cpu or cuda:0")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_plugin_flag(p)
     return p
 
 
@@ -113,6 +115,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     """Parse, search and print (or serve the search page: ``serve ...``); raises :class:`UserError`
     on bad input."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    load_plugins(argv)  # a plugin backbone must be registered before its checkpoint is rebuilt
     if argv[:1] == ["serve"]:  # a query image named "serve" is passed as ./serve
         from .serve import serve_main
 

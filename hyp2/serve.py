@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import numpy as np
 from PIL import Image
 
+from ._plugins import add_plugin_flag
 from .codes import CodeDatabase, load_codes
 from .errors import ArgumentParser, UserError, reason, resolve_device
 from .gallery import ImageSource, Retrieval, codes_by_id, encode_image, rank_packed, thumbnail
@@ -478,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="where the model encodes uploads, e.g. cpu or cuda:0")
     p.add_argument("--max_upload_mb", type=float, default=MAX_UPLOAD_MB, help="largest upload accepted, in MiB")
     p.add_argument("--verbose", action="store_true", help="log every request on stderr")
+    add_plugin_flag(p)
     return p
 
 

@@ -74,7 +74,14 @@ def test_a_backbone_in_one_module(tmp_path, capsys):
         assert model(torch.randn(3, 3, 32, 32)).shape == (3, 10)
     argv = plugin("my_backbone.py") + DEMO + ["--backbone", "tiny_cnn", "--result_dir", str(tmp_path)]
     best = trains(capsys, argv)
-    assert trains(capsys, argv + ["--test"]) == best  # rebuilt from the checkpoint's recipe
+    assert trains(capsys, argv + ["--test", "--export_codes"]) == best  # rebuilt from the checkpoint's recipe
+    from hyp2.data import DataOptions, build_dataset
+    from hyp2.search import main as search_main
+    build_dataset("demo", DataOptions()).query.load(0).save(tmp_path / "q.png")
+    assert search_main(plugin("my_backbone.py") + ["--checkpoint", str(tmp_path / "demo_tiny_cnn_12.ckpt"),
+                                                   "--codes", str(tmp_path / "demo_tiny_cnn_12_codes.npz"),
+                                                   str(tmp_path / "q.png")]) == 0
+    assert "query 1/1" in capsys.readouterr().out
     assert "no ImageNet weights" in (main(argv + ["--weights", "w.pth", "--overwrite"]) == 2
                                      and capsys.readouterr().err)
 
