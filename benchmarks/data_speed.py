@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from hyp2.data import DataOptions  # noqa: E402
+from hyp2.data import DataOptions, load_dataset  # noqa: E402
 from hyp2.data.custom import build_custom  # noqa: E402
 
 
@@ -181,14 +181,14 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root / ".cache", ignore_errors=True)
         with PeakMemory() as mem:
             t = time.perf_counter()
-            cached = build_custom(cache_opts, progress=False)
+            cached = load_dataset("custom", cache_opts, progress=False)
             seconds = time.perf_counter() - t
         size = Path(cached.train.load.path).stat().st_size
         results["cache_build"] = {"seconds": seconds, "images_per_s": n / seconds, "file_mib": size / 2**20,
                                   "peak_rss_mib": mem.peak_rss / 2**20, "peak_pss_mib": mem.peak_pss / 2**20}
 
         with PeakMemory() as mem:
-            seconds = epoch(build_custom(cache_opts).train, args.batch_size, args.workers)
+            seconds = epoch(load_dataset("custom", cache_opts).train, args.batch_size, args.workers)
         results["cached"] = {"seconds": seconds, "images_per_s": n / seconds,
                              "peak_rss_mib": mem.peak_rss / 2**20, "peak_pss_mib": mem.peak_pss / 2**20}
 

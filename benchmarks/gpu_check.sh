@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The GPU checks this project has not been able to run yet, as one prepared script for a session
-# that is lent a GPU (device tool: run it once, e.g. `bash benchmarks/gpu_check.sh`, timeout ~540 s).
-# Writes everything under $OUT (the device tool's output folder) or result/gpu_check.
-#   1. the CUDA tests (loss on CUDA, metrics on CUDA tensors = CPU results);
-#   2. the demo trained on CUDA in fp32 and with --amp (channels_last, cudnn.benchmark, bf16 path);
-#   3. mAP@5000 at NUS-WIDE scale with the codes on the GPU;
-#   4. benchmarks/train_speed.py: googlenet 448 and alexnet 224, batch 100, with and without --amp
-#      (the README's "not measured yet" table in docs/training.md).
+# The checks that need a GPU, as one script to run on a GPU machine: `bash benchmarks/gpu_check.sh`
+# (about 9 minutes on one GPU). Writes everything under $OUT, or result/gpu_check.
+#   1. the CUDA tests (loss on CUDA, metrics on CUDA tensors = CPU results, the hasher on CUDA);
+#   2. train -> --test -> search -> load_hasher for every paper backbone on CUDA, in fp32 and
+#      with --amp (tests/test_e2e.py with HYP2_TEST_DEVICE=cuda, HYP2_TEST_AMP=1);
+#   3. the demo trained on CUDA in fp32 and with --amp (channels_last, cudnn.benchmark, bf16 path);
+#   4. mAP@5000 at NUS-WIDE scale with the codes on the GPU;
+#   5. benchmarks/train_speed.py: googlenet 448 and alexnet 224, batch 100, with and without --amp
+#      (the "not measured yet" table of docs/training.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-result/gpu_check}
@@ -15,7 +16,9 @@ export PYTHONUNBUFFERED=1
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-  python -m pytest -q -k cuda tests/losses/test_hyp2.py tests/metrics 2>&1 | tail -3
+  python -m pytest -q -k cuda tests/losses/test_hyp2.py tests/metrics tests/test_hasher.py 2>&1 | tail -3
+  HYP2_TEST_DEVICE=cuda python -m pytest -q tests/test_e2e.py 2>&1 | tail -3
+  HYP2_TEST_DEVICE=cuda HYP2_TEST_AMP=1 python -m pytest -q tests/test_e2e.py 2>&1 | tail -3
   for amp in "" "--amp"; do
     python retrieval.py --dataset demo --epochs 3 --device cuda $amp --result_dir "$OUT/demo$amp" 2>&1 | tail -2
   done

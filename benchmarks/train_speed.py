@@ -379,12 +379,12 @@ def _loader_variant(args, trainer: Trainer, split, t0: float, dataset_s: float) 
 def _lazy(args, root, cache_root, num_classes) -> dict:
     trainer = Trainer(args, num_classes)
     t0 = time.perf_counter()
-    split = build_custom(DataOptions(root=root, image_size=args.image_size), progress=False).train
+    split = build_custom(DataOptions(root=root, image_size=args.image_size)).train
     return _loader_variant(args, trainer, split, t0, time.perf_counter() - t0)
 
 
 def _cache_build(args, root, cache_root, num_classes) -> dict:
-    split = build_custom(DataOptions(root=root, image_size=args.image_size), progress=False).train
+    split = build_custom(DataOptions(root=root, image_size=args.image_size)).train
     data, _ = cache_paths(cache_root, "custom", "train", args.image_size, split.ids)
     t0 = time.perf_counter()
     cached_split(split, cache_root, "custom", "train", args.image_size, progress=False)
@@ -396,7 +396,7 @@ def _cache_build(args, root, cache_root, num_classes) -> dict:
 def _cached(args, root, cache_root, num_classes) -> dict:
     trainer = Trainer(args, num_classes)
     t0 = time.perf_counter()
-    split = build_custom(DataOptions(root=root, image_size=args.image_size), progress=False).train
+    split = build_custom(DataOptions(root=root, image_size=args.image_size)).train
     data, _ = cache_paths(cache_root, "custom", "train", args.image_size, split.ids)
     if not data.is_file():
         raise UserError(f"no cache at {data}; run the cache_build variant first")
@@ -521,7 +521,7 @@ def _main(args: argparse.Namespace) -> int:
             dataset.update(generate_s=time.perf_counter() - t, jpeg_mib=size / MIB)
             print(f"generated {n} random-content JPEGs (500x375 or 375x500, {size / n / 1024:.0f} KiB each, "
                   f"20 labels) in {dataset['generate_s']:.1f} s")
-        data = build_custom(DataOptions(root=root, image_size=args.image_size), progress=False)  # checks every file
+        data = build_custom(DataOptions(root=root, image_size=args.image_size))  # checks every file
         dataset["images"], dataset["classes"] = len(data.train), data.num_classes
         if args.workers and args.steps < 10 * args.workers:
             print(f"note: the DataLoader has up to {2 * args.workers} batches ready before the timed window "

@@ -1,9 +1,19 @@
-"""Registries fill themselves: every public module of a package is imported once, on first use."""
+"""Registries fill themselves: every public module of a package is imported once, on first use; and
+modules outside the package (a researcher's own loss, dataset, backbone or metric) are imported
+when named with ``--plugin MODULE`` or ``$HYP2_PLUGINS`` (docs/extending.md)."""
 from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
+import os
 import pkgutil
+import sys
+from pathlib import Path
+from typing import Sequence
+
+#: the environment variable naming plugins for every command line (separated by os.pathsep)
+ENV = "HYP2_PLUGINS"
 
 
 @functools.lru_cache(maxsize=None)
@@ -13,3 +23,66 @@ def import_submodules(package: str) -> None:
     for mod in pkgutil.iter_modules(pkg.__path__):
         if not mod.name.startswith("_"):
             importlib.import_module(f"{package}.{mod.name}")
+
+
+def plugin_names(argv: Sequence[str] | None) -> list[str]:
+    """The plugins ``$HYP2_PLUGINS`` and the ``--plugin X`` / ``--plugin=X`` flags of ``argv`` name,
+    in that order (read before parsing, so a plugin's entries appear in ``--help`` and choices)."""
+    names = [n for n in os.environ.get(ENV, "").split(os.pathsep) if n.strip()]
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg == "--plugin" and i + 1 < len(args):
+            names.append(args[i + 1])
+        elif arg.startswith("--plugin="):
+            names.append(arg.split("=", 1)[1])
+    return names
+
+
+def load_plugin(name: str) -> None:
+    """Import ``name``: a path to a ``.py`` file, or a dotted module name on ``sys.path`` (the
+    current folder included). Importing it runs its ``register_*`` calls. Each is imported once.
+
+    Raises:
+        UserError: the file or module does not exist, or importing it failed (with the reason).
+    """
+    from .errors import UserError, reason
+
+    path = Path(name)
+    try:
+        if name.endswith(".py"):
+            if not path.is_file():
+                raise UserError(f"--plugin {name}: no such file; pass a .py file or an importable module name")
+            key = f"hyp2_plugin_{abs(hash(str(path.resolve())))}"
+            if key not in sys.modules:
+                spec = importlib.util.spec_from_file_location(key, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[key] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[key]
+                    raise
+        else:
+            if "" not in sys.path and os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            importlib.import_module(name)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever a plugin raises, the user gets one line
+        raise UserError(f"--plugin {name}: importing it failed ({reason(e)}); fix the module, or drop --plugin") \
+            from None
+
+
+def add_plugin_flag(parser) -> None:
+    """The ``--plugin MODULE`` flag every command line shares (read by :func:`load_plugins`)."""
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE (a dotted name or a .py file) first, so that the datasets, backbones, "
+                             f"losses and metrics it registers can be used (repeatable; also ${ENV})")
+
+
+def load_plugins(argv: Sequence[str] | None) -> list[str]:
+    """Import every plugin :func:`plugin_names` finds; returns their names."""
+    names = plugin_names(argv)
+    for name in names:
+        load_plugin(name)
+    return names

@@ -36,6 +36,8 @@ class Config:
     eval_every: int = 5
     subset: int = 0  # use at most this many images per split (0 = all): smoke tests
     loss: str = "hyp2"
+    # The loss's options: --loss_opt KEY=VALUE pairs (and --beta/--zeta for HyP²), typed and checked.
+    loss_options: tuple[tuple[str, Any], ...] = ()
     lr: float = 0.02  # the network's learning rate (per backbone unless --lr)
     # Datasets.
     voc_url: str | None = None
@@ -51,6 +53,11 @@ class Config:
     # Evaluation and reports.
     export_codes: bool = False
     plots: bool = False
+    # Modules imported first for the datasets, backbones, losses and metrics they register.
+    plugins: tuple[str, ...] = ()
+    # The flags given on the command line (``--test`` refuses those that disagree with the
+    # checkpoint; the others are taken from it).
+    given: tuple[str, ...] = ()
 
     @property
     def run_name(self) -> str:
@@ -59,5 +66,10 @@ class Config:
         return name if self.loss == "hyp2" else f"{name}_{self.loss}"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON- and ``torch.load(weights_only=True)``-friendly: paths become strings."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+        """JSON- and ``torch.load(weights_only=True)``-friendly: paths become strings, the loss's
+        options a mapping."""
+        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+        out["loss_options"] = dict(self.loss_options)
+        out["given"] = list(self.given)
+        out["plugins"] = list(self.plugins)
+        return out

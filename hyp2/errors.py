@@ -9,7 +9,7 @@ import sys
 from typing import Callable, NoReturn
 
 #: longest library message quoted inside one of ours
-_REASON_CHARS = 200
+_REASON_CHARS = 300
 # How a DataLoader worker re-raises our error in the main process: the worker's traceback in
 # the message, our own line last, prefixed with the exception's qualified name.
 _WORKER_MARK = "Original Traceback"
@@ -23,7 +23,7 @@ class UserError(Exception):
 
 
 def reason(e: BaseException) -> str:
-    """``"TypeName: first meaningful line"`` of a library exception, at most about 200 characters.
+    """``"TypeName: first meaningful line"`` of a library exception, at most about 300 characters.
 
     Libraries put the cause first and advice after (torch.load's weights-only refusal, tarfile's
     list of tried methods); the first non-empty line is the cause. Messages that only list causes

@@ -1,9 +1,14 @@
 """Encoding images into hash codes and scoring retrieval (query vs database), as in HyP²'s
 protocol (Xu et al., ACM MM 2022, Sec. 4.1): codes are the signs of the network's outputs, the
-database is ranked by Hamming distance to each query, and mAP@K is averaged over queries."""
+database is ranked by Hamming distance to each query, and mAP@K is averaged over queries.
+
+Beside the paper's metrics (:func:`hyp2.metrics.evaluate_all`), any metric registered with
+:func:`register_metric` is computed by ``--test`` and written into the run JSON's ``test``
+section under its name (docs/extending.md)."""
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -11,6 +16,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import metrics
+
+#: keys of the ``test`` section that ``--test`` itself writes; no registered metric may take one
+RESERVED = ("map", "topk", "precision_at_n", "recall_at_n", "pr_curve", "precision_radius2", "codes_sample",
+            "codes", "checkpoint_epoch", "model_digest")
 
 
 @torch.no_grad()
@@ -36,8 +45,46 @@ def encode(model: nn.Module, loader: DataLoader, device: torch.device | str,
     return torch.cat(outs), torch.cat(labs)
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """A registered metric: ``compute(query_codes (Q, K), db_codes (N, K), query_labels (Q, C),
+    db_labels (N, C), topk=k) -> JSON-able value`` (a number, or lists/dicts of numbers), with the
+    conventions of :mod:`hyp2.metrics` (codes real or ±1, taken by sign with 0 -> +1; labels 0/1;
+    ``topk`` the protocol's K, at most N)."""
+
+    name: str
+    description: str
+    compute: Callable[..., Any]
+
+
+_METRICS: dict[str, MetricSpec] = {}
+
+
+def register_metric(name: str, description: str):
+    """Decorator registering ``compute`` (see :class:`MetricSpec`) under ``name``: ``--test`` then
+    writes ``test[name]`` into the run JSON, and reports list it."""
+
+    def deco(compute: Callable[..., Any]):
+        if name in RESERVED or name in _METRICS:
+            raise ValueError(f"metric name {name!r} is taken; choose another (taken: "
+                             f"{', '.join([*RESERVED, *_METRICS])})")
+        _METRICS[name] = MetricSpec(name, description, compute)
+        return compute
+
+    return deco
+
+
+def metric_names() -> list[str]:
+    """The registered extra metrics, in registration order."""
+    return list(_METRICS)
+
+
 def full_evaluation(query: tuple[torch.Tensor, torch.Tensor], database: tuple[torch.Tensor, torch.Tensor],
                     topk: int | None) -> dict[str, Any]:
-    """Every metric of the run JSON's ``test`` section, from encoded (outputs, labels) pairs."""
+    """Every metric of the run JSON's ``test`` section, from encoded (outputs, labels) pairs: the
+    paper's (:func:`hyp2.metrics.evaluate_all`) and each registered one under its name."""
     (q, ql), (d, dl) = query, database
-    return metrics.evaluate_all(q, d, ql, dl, topk=topk)
+    results = metrics.evaluate_all(q, d, ql, dl, topk=topk)
+    for spec in _METRICS.values():
+        results[spec.name] = spec.compute(q, d, ql, dl, topk=results["topk"])
+    return results

@@ -93,15 +93,15 @@ class CodeIndex:
 
     @classmethod
     def from_database(cls, db, use_faiss: bool | None = None) -> "CodeIndex":
-        """An index over a :class:`hyp2.search.CodeDatabase` (its codes, ids, labels, classes, meta)."""
+        """An index over a :class:`hyp2.codes.CodeDatabase` (its codes, ids, labels, classes, meta)."""
         return cls(db.codes, db.num_bits, ids=db.ids, labels=db.labels, classes=db.classes, meta=db.meta,
                    use_faiss=use_faiss)
 
     @classmethod
     def load(cls, path: str | Path, use_faiss: bool | None = None) -> "CodeIndex":
-        """An index over a codes file written by ``--export_codes`` (read by :func:`hyp2.search.load_codes`;
+        """An index over a codes file written by ``--export_codes`` (read by :func:`hyp2.codes.load_codes`;
         a missing or broken file is a :class:`hyp2.errors.UserError`)."""
-        from .search import load_codes
+        from .codes import load_codes
 
         return cls.from_database(load_codes(path), use_faiss=use_faiss)
 

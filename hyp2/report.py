@@ -1,11 +1,14 @@
-"""``python -m hyp2.report RUN.json [RUN.json ...] --out DIR``: figures and a results table.
+"""``python -m hyp2.report RUN.json [RUN.json ...] --out DIR``: figures, a gallery, a results
+table and one web page of it all.
 
 Sets the mAP of our runs beside the HyP² numbers that Xu et al., "HyP² Loss: Beyond Hypersphere
 Metric Space for Multi-label Image Retrieval", ACM MM 2022, report (§4, :mod:`hyp2.paper`), and
 draws for the given runs the kinds of figure the paper shows (Top-N precision, convergence of mAP
 against training seconds, t-SNE of codes) plus precision–recall over Hamming radii
-(:mod:`hyp2.plots`). Everything is read from the runs' JSON files (docs/run-json.md); no model or
-image is needed. The user guide is docs/report.md.
+(:mod:`hyp2.plots`), and a retrieval gallery of real images (:mod:`hyp2.gallery`). Everything is
+read from the runs' JSON files (docs/run-json.md), the codes files they name and the dataset's
+images; no model is needed. ``index.html`` (:mod:`hyp2.htmlpage`) puts it all on one page. The
+user guide is docs/report.md.
 """
 from __future__ import annotations
 
@@ -15,14 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import UserError, run_command
+from ._plugins import add_plugin_flag, load_plugins
+from .errors import ArgumentParser, UserError, run_command
 from .io import atomic_write_text
 from .paper import PAPER_HYP2, paper_result
-from .plots import (FORMATS, TSNE_COLOUR_RULE, backbone_title, load_run, plot_convergence,
-                    plot_pr, plot_topn, plot_tsne, run_label, run_topk, save_figure)
+from .gallery import GALLERY_QUERIES, GALLERY_TOP, Gallery, build_galleries, gallery_stem, plot_gallery
+from .htmlpage import report_page
+from .plots import (FORMATS, GALLERY_DPI, TSNE_COLOUR_RULE, backbone_title, load_run, plot_convergence, plot_pr,
+                    plot_topn, plot_tsne, run_label, run_labels, run_topk, save_figure)
 
 DASH = "—"  # a cell the paper or the run has no number for
 RESULTS_FILE = "results.md"
+INDEX_FILE = "index.html"
+# a figure of the report: (title, files written, caption)
+_Figure = tuple[str, list[Path], str]
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,30 @@ def _num(value: float | None, fmt: str) -> str:
     return DASH if value is None else format(value, fmt)
 
 
+RESULT_HEADERS = ("Run", "Dataset", "Backbone", "Bits", "Loss", "mAP@K", "Ours", "Paper (HyP²)", "Ours − paper",
+                  "Precision (r ≤ 2)", "Comparability")
+PAPER_HEADERS = ("Dataset", "Paper's name", "Backbone", "mAP@K", "mAP by hash bits", "Source")
+
+
+def result_cells(rows: Sequence[Row]) -> list[tuple[str, ...]]:
+    """The results table's cells (columns :data:`RESULT_HEADERS`), as results.md and index.html
+    show them."""
+    return [(r.run, r.dataset, r.backbone, str(r.bits), r.loss, DASH if r.topk is None else str(r.topk),
+             _num(r.ours, ".4f"), _num(r.paper, ".3f"), _num(r.diff, "+.4f"), _num(r.precision_radius2, ".4f"),
+             "; ".join(r.notes) if r.notes else "same protocol as the paper") for r in rows]
+
+
+def paper_cells() -> list[tuple[str, ...]]:
+    """The paper's HyP² table (columns :data:`PAPER_HEADERS`)."""
+    return [(p.dataset, p.title, backbone_title(p.backbone), str(p.topk),
+             ", ".join(f"{b}: {p.maps[b]:.3f}" for b in p.bits), p.source) for p in PAPER_HYP2.values()]
+
+
+def _markdown_table(headers: Sequence[str], cells: Sequence[Sequence[str]], align: str) -> list[str]:
+    return (["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
+            + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in cells])
+
+
 def results_markdown(paths: Sequence[Path], rows: Sequence[Row],
                      figures: Sequence[tuple[str, Sequence[Path], str]],
                      notes: Sequence[str]) -> str:
@@ -132,23 +165,11 @@ def results_markdown(paths: Sequence[Path], rows: Sequence[Row],
              "## mAP beside the paper", "",
              "Ours: the run's test mAP@K (Hamming ranking; relevant = at least one shared label). "
              "Paper: HyP² as reported by Xu et al., ACM MM 2022 (§4 tables; see below). "
-             f"Ours − paper is positive where we do better. {DASH}: no number.", "",
-             "| Run | Dataset | Backbone | Bits | Loss | mAP@K | Ours | Paper (HyP²) "
-             "| Ours − paper | Precision (r ≤ 2) | Comparability |",
-             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---|"]
-    for r in rows:
-        lines.append("| " + " | ".join(_cell(c) for c in (
-            r.run, r.dataset, r.backbone, r.bits, r.loss, DASH if r.topk is None else r.topk,
-            _num(r.ours, ".4f"), _num(r.paper, ".3f"), _num(r.diff, "+.4f"),
-            _num(r.precision_radius2, ".4f"),
-            "; ".join(r.notes) if r.notes else "same protocol as the paper")) + " |")
-    lines += ["", "## The paper's HyP² mAP", "",
-              "| Dataset | Paper's name | Backbone | mAP@K | mAP by hash bits | Source |",
-              "|---|---|---|---:|---|---|"]
-    for p in PAPER_HYP2.values():
-        values = ", ".join(f"{b}: {p.maps[b]:.3f}" for b in p.bits)
-        lines.append(f"| {p.dataset} | {p.title} | {backbone_title(p.backbone)} | {p.topk} "
-                     f"| {values} | {_cell(p.source)} |")
+             f"Ours − paper is positive where we do better. {DASH}: no number.", ""]
+    lines += _markdown_table(RESULT_HEADERS, result_cells(rows),
+                             ("---", "---", "---", "---:", "---", "---:", "---:", "---:", "---:", "---:", "---"))
+    lines += ["", "## The paper's HyP² mAP", ""]
+    lines += _markdown_table(PAPER_HEADERS, paper_cells(), ("---", "---", "---", "---:", "---", "---"))
     lines += ["", "## Figures", ""]
     if not figures:
         lines.append("No figure: no run has the data of any (see Notes).")
@@ -178,65 +199,120 @@ _CAPTIONS = {
 }
 
 
-def build_report(paths: Iterable[str | Path], out_dir: str | Path, *, tsne: bool = True,
-                 num_queries: int = 3, neighbours: int = 10, seed: int = 0,
-                 formats: Iterable[str] = FORMATS) -> Report:
-    """Read the run JSONs, write the figures and ``results.md`` into ``out_dir``.
+@dataclass(frozen=True)
+class GalleryOptions:
+    """What the report's retrieval gallery shows (:mod:`hyp2.gallery`): ``queries`` drawn with the
+    report's seed plus the ``named`` query ids, each with its ``top`` nearest database images,
+    read from ``data_root`` (default: the folder each run used); ``enabled=False`` skips it."""
 
-    Figures: ``topn``, ``pr``, ``convergence`` over all runs, and ``tsne_{run}`` per run with a
-    codes sample (unless ``tsne`` is False), each in every format of ``formats``. A figure no
-    run has data for is skipped; each gap is one line in ``Report.notes`` and in results.md.
-    A missing or malformed JSON, or an unwritable ``out_dir``, raises
-    :class:`~hyp2.errors.UserError`.
-    """
-    report = Report()
+    enabled: bool = True
+    queries: int = GALLERY_QUERIES
+    top: int = GALLERY_TOP
+    named: tuple[str, ...] = ()
+    data_root: str | Path | None = None
+
+
+def _unique_paths(paths: Iterable[str | Path], notes: list[str]) -> list[Path]:
     unique: list[Path] = []
     for p in map(Path, paths):
         if any(p.resolve() == q.resolve() for q in unique):
-            report.notes.append(f"{p}: given more than once; used once")
+            notes.append(f"{p}: given more than once; used once")
         else:
             unique.append(p)
     if not unique:
         raise UserError("no run JSON given; pass one or more result/{run}.json files")
+    return unique
+
+
+def _curve_figures(runs: Sequence[dict], out_dir: Path, formats, notes: list[str]) -> list[_Figure]:
+    figures = []
+    for name, plot in (("topn", plot_topn), ("pr", plot_pr), ("convergence", plot_convergence)):
+        fig = plot(runs, notes)
+        if fig is not None:
+            title, caption = _CAPTIONS[name]
+            figures.append((title, save_figure(fig, out_dir / name, formats), caption))
+    return figures
+
+
+def _tsne_figures(runs: Sequence[dict], out_dir: Path, formats, notes: list[str], *, num_queries: int,
+                  neighbours: int, seed: int) -> list[_Figure]:
+    figures = []
+    used: set[str] = set()
+    for i, run in enumerate(runs):
+        stem = f"tsne_{_stem(run)}"
+        if stem in used:  # same file name from two folders
+            stem = f"{stem}_{i + 1}"
+        used.add(stem)
+        fig = plot_tsne(run, num_queries=num_queries, neighbours=neighbours, seed=seed, notes=notes)
+        if fig is not None:
+            caption = (f"t-SNE of the sampled database codes of {run_label(run)} (seed {seed}), as the paper's "
+                       f"VOC-2007 48-bit figure. {TSNE_COLOUR_RULE[0].upper()}{TSNE_COLOUR_RULE[1:]}. Stars: "
+                       f"the sample's first {num_queries} queries, with lines to their {neighbours} nearest "
+                       f"database codes by Hamming distance within the sample; red circles, as in the paper, "
+                       f"mark neighbours that share no label with their query.")
+            figures.append((f"t-SNE: {run_label(run)}", save_figure(fig, out_dir / stem, formats), caption))
+    return figures
+
+
+def _gallery_figures(runs: Sequence[dict], out_dir: Path, formats, notes: list[str], options: GalleryOptions,
+                     seed: int) -> list[tuple[Gallery, _Figure]]:
+    if not options.enabled:
+        return []
+    galleries = build_galleries(runs, queries=options.queries, top=options.top, seed=seed, named=options.named,
+                                data_root=options.data_root, notes=notes)
+    out = []
+    for gallery in galleries:
+        files = save_figure(plot_gallery(gallery), out_dir / gallery_stem(galleries, gallery), formats,
+                            dpi=GALLERY_DPI)
+        caption = (f"Retrievals on {gallery.dataset} for {len(gallery.queries)} queries (seed {seed}): the query, "
+                   f"then its {gallery.top} nearest database items by Hamming distance with the codes each run "
+                   f"evaluated, one row per run; green frame (✓): shares a label with the query, red (✗): none.")
+        out.append((gallery, (f"Retrieval gallery: {gallery.dataset}", files, caption)))
+    return out
+
+
+def build_report(paths: Iterable[str | Path], out_dir: str | Path, *, tsne: bool = True,
+                 num_queries: int = 3, neighbours: int = 10, seed: int = 0,
+                 formats: Iterable[str] = FORMATS, gallery: GalleryOptions = GalleryOptions()) -> Report:
+    """Read the run JSONs, write the figures, ``results.md`` and ``index.html`` into ``out_dir``.
+
+    Figures: ``topn``, ``pr``, ``convergence`` over all runs, ``tsne_{run}`` per run with a
+    codes sample (unless ``tsne`` is False), and ``gallery`` (``gallery_{dataset}`` when the runs
+    span several datasets) for the runs whose codes file and images are found, each in every
+    format of ``formats``. A figure no run has data for is skipped; each gap is one line in
+    ``Report.notes``, results.md and index.html. A missing or malformed JSON, a ``--query`` id
+    no codes file lists, or an unwritable ``out_dir`` raises :class:`~hyp2.errors.UserError`.
+    """
+    report = Report()
+    unique = _unique_paths(paths, report.notes)
     runs = [load_run(p) for p in unique]
     out_dir = Path(out_dir)
     formats = tuple(formats)
-    figures: list[tuple[str, list[Path], str]] = []
     try:
-        for name, plot in (("topn", plot_topn), ("pr", plot_pr),
-                           ("convergence", plot_convergence)):
-            fig = plot(runs, report.notes)
-            if fig is not None:
-                title, caption = _CAPTIONS[name]
-                figures.append((title, save_figure(fig, out_dir / name, formats), caption))
+        figures = _curve_figures(runs, out_dir, formats, report.notes)
         if tsne:
-            used: set[str] = set()
-            for i, run in enumerate(runs):
-                stem = f"tsne_{_stem(run)}"
-                if stem in used:  # same file name from two folders
-                    stem = f"{stem}_{i + 1}"
-                used.add(stem)
-                fig = plot_tsne(run, num_queries=num_queries, neighbours=neighbours, seed=seed,
-                                notes=report.notes)
-                if fig is not None:
-                    caption = (f"t-SNE of the sampled database codes of {run_label(run)} "
-                               f"(seed {seed}), as the paper's VOC-2007 48-bit figure. "
-                               f"{TSNE_COLOUR_RULE[0].upper()}{TSNE_COLOUR_RULE[1:]}. Stars: "
-                               f"the sample's first {num_queries} queries, with lines to their "
-                               f"{neighbours} nearest database codes by Hamming distance "
-                               f"within the sample; red circles, as in the paper, mark "
-                               f"neighbours that share no label with their query.")
-                    figures.append((f"t-SNE: {run_label(run)}",
-                                    save_figure(fig, out_dir / stem, formats), caption))
+            figures += _tsne_figures(runs, out_dir, formats, report.notes, num_queries=num_queries,
+                                     neighbours=neighbours, seed=seed)
+        galleries = _gallery_figures(runs, out_dir, formats, report.notes, gallery, seed)
         rows = compare_rows(runs)
         report.notes += [f"{row.run}: {row.notes[0]}" for row in rows if row.ours is None]
-        text = results_markdown(unique, rows, figures, report.notes)
+        text = results_markdown(unique, rows, figures + [f for _, f in galleries], report.notes)
         atomic_write_text(out_dir / RESULTS_FILE, text)
+        page = report_page(sources=unique, results=(RESULT_HEADERS, result_cells(rows)),
+                           paper=(PAPER_HEADERS, paper_cells()), figures=figures,
+                           galleries=[(g, _png(files)) for g, (_, files, _) in galleries],
+                           runs=list(zip(runs, run_labels(runs))), notes=report.notes)
+        atomic_write_text(out_dir / INDEX_FILE, page)
     except OSError as exc:
         raise UserError(f"{out_dir}: cannot write the report ({exc.strerror or exc}); choose a "
                         f"writable folder with --out") from None
-    report.files = [f for _, files, _ in figures for f in files] + [out_dir / RESULTS_FILE]
+    report.files = ([f for _, files, _ in figures for f in files] + [f for _, (_, files, _) in galleries for f in files]
+                    + [out_dir / RESULTS_FILE, out_dir / INDEX_FILE])
     return report
+
+
+def _png(files: Sequence[Path]) -> Path | None:
+    return next((f for f in files if f.suffix == ".png"), None)
 
 
 def _count(least: int):
@@ -257,31 +333,39 @@ outputs (in --out):
   pr.png, .pdf           precision-recall over Hamming radius r = 0 ... K, one line per run
   convergence.png, .pdf  mAP against training seconds, one panel per dataset
   tsne_{run}.png, .pdf   t-SNE of each run's codes sample, with queries and neighbours
+  gallery.png, .pdf      queries and their top images, green/red by relevance, one row
+                         per run (gallery_{dataset} when the runs span several datasets)
   results.md             our mAP beside the paper's HyP2 mAP, figures, notes
+  index.html             all of it on one page that opens offline, with each run's
+                         config and history
 
 A run lacking a figure's data is left out of it with a note (printed and in results.md).
+The gallery needs the codes file --test --plots (or --export_codes) writes and the
+dataset's images (under --data_root, default: the folder the run used).
 
 examples:
   python -m hyp2.report result/flickr_alexnet_*.json --out report/flickr
   python -m hyp2.report result/*.json --out report --no-tsne
+  python -m hyp2.report result/demo_*.json --out report/demo --query demo/02003
 
 guide: docs/report.md
 """
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m hyp2.report",
-        description="Draw the HyP2 paper's kinds of figure for training runs and write\n"
-                    "results.md, a table of their mAP beside the mAP the paper reports.\n"
-                    "Reads only the runs' JSON files (result/{run}.json) and the codes\n"
-                    "samples they name; no model, images or GPU needed.",
+        description="Draw the HyP2 paper's kinds of figure for training runs, a gallery of\n"
+                    "what they retrieve, and write results.md and index.html: their mAP\n"
+                    "beside the mAP the paper reports. Reads the runs' JSON files\n"
+                    "(result/{run}.json), the codes files they name and, for the gallery,\n"
+                    "the dataset's images; no model or GPU needed.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", metavar="RUN.json",
                         help="run results written by training or --test (result/{run}.json)")
     parser.add_argument("--out", metavar="DIR", default="report",
-                        help="folder for the figures and results.md, created if needed "
-                             "(default: report)")
+                        help="folder for the figures, results.md and index.html, created if "
+                             "needed (default: report)")
     parser.add_argument("--no-tsne", dest="tsne", action="store_false",
                         help="skip the t-SNE figures (the slow part: up to ~10 s per run)")
     parser.add_argument("--tsne-queries", type=_count(0), default=3, metavar="N",
@@ -290,20 +374,35 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tsne-neighbours", type=_count(1), default=10, metavar="K",
                         help="nearest database codes by Hamming distance linked to each query "
                              "(default: 10)")
-    parser.add_argument("--seed", type=int, default=0, help="t-SNE random seed (default: 0)")
+    parser.add_argument("--no-gallery", dest="gallery", action="store_false",
+                        help="skip the retrieval gallery")
+    parser.add_argument("--gallery-queries", type=_count(0), default=GALLERY_QUERIES, metavar="N",
+                        help=f"queries drawn at random (--seed) for the gallery (default: {GALLERY_QUERIES})")
+    parser.add_argument("--gallery-top", type=_count(1), default=GALLERY_TOP, metavar="K",
+                        help=f"database images shown per query (default: {GALLERY_TOP})")
+    parser.add_argument("--query", dest="queries", action="append", default=[], metavar="ID",
+                        help="also show this query id in the gallery (repeatable), e.g. demo/02003")
+    parser.add_argument("--data_root", metavar="DIR", default=None,
+                        help="where the dataset's images are (default: the folder each run used)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the t-SNE and of the gallery's queries (default: 0)")
     parser.add_argument("--no-pdf", dest="pdf", action="store_false",
                         help="write PNG only (default: PNG and PDF of every figure)")
+    add_plugin_flag(parser)  # a plugin dataset's images for the gallery
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (0 done, 2 bad input)."""
-    args = _parser().parse_args(argv)
 
     def body():
+        load_plugins(argv)
+        args = _parser().parse_args(argv)
+        gallery = GalleryOptions(args.gallery, args.gallery_queries, args.gallery_top, tuple(args.queries),
+                                 args.data_root)
         report = build_report(args.runs, args.out, tsne=args.tsne, num_queries=args.tsne_queries,
                               neighbours=args.tsne_neighbours, seed=args.seed,
-                              formats=FORMATS if args.pdf else ("png",))
+                              formats=FORMATS if args.pdf else ("png",), gallery=gallery)
         for note in report.notes:
             print(f"note: {note}")
         print(f"wrote {len(report.files)} files to {args.out}: "

@@ -1,4 +1,4 @@
-"""Image search with a trained model: export the database's hash codes, then rank them for new images.
+"""Image search with a trained model: rank the exported database codes for new images.
 
 Retrieval as in HyP² Loss (Xu et al., "HyP² Loss: Beyond Hypersphere Metric Space for Multi-label
 Image Retrieval", ACM MM 2022, Sec. 4.1): an image's K-bit code is the sign of the network's K
@@ -7,260 +7,36 @@ in database order (a stable ranking, see :mod:`hyp2.metrics`).
 
 Two steps:
 
-1. ``python retrieval.py ... --test --export_codes`` calls :func:`export_codes`, which writes
-   ``{run}_codes.npz`` beside the checkpoint (and ``{run}_codes.faissbin``, a faiss
-   ``IndexBinaryFlat`` of the same codes, when faiss is installed; faiss is optional).
+1. ``python retrieval.py ... --test --export_codes`` writes ``{run}_codes.npz`` beside the
+   checkpoint (format: :mod:`hyp2.codes`).
 2. ``python -m hyp2.search --checkpoint result/{run}.ckpt --codes result/{run}_codes.npz IMAGE ...``
-   encodes each image with the checkpoint's model and prints its nearest database images.
-
-The ``.npz`` file (loads with ``np.load(path, allow_pickle=False)``):
-
-* ``format``: ``"hyp2-codes"``; ``version``: 1;
-* ``codes``: ``(N, ceil(K/8))`` uint8, the bit-packed codes (:func:`hyp2.metrics.pack_codes`: bit
-  1 is +1, the first code bit is the most significant bit of byte 0);
-* ``labels``: ``(N, C)`` uint8 0/1; ``ids``: ``(N,)`` unicode image identifiers;
-* ``num_bits``: K (0-d int64); ``classes``: ``(C,)`` unicode class names;
-* ``meta``: a 0-d unicode array holding a JSON object (the checkpoint's metadata: dataset,
-  backbone, hash_bit, loss, epoch, map, image_size, ...).
+   encodes each image with the checkpoint's model (:func:`hyp2.load_hasher`) and prints its
+   nearest database images. Codes exported from another model are refused: their model digest
+   differs from the checkpoint's. ``python -m hyp2.search serve --checkpoint ... --codes ...``
+   serves the same search as a local web page (:mod:`hyp2.serve`).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-import torch
 
+from ._plugins import add_plugin_flag, load_plugins
+from .codes import CODES_FORMAT, CODES_VERSION, CodeDatabase, export_codes, load_codes
 from .errors import ArgumentParser, UserError, resolve_device, run_command
-from .io import atomic_save, atomic_write_bytes
+from .hasher import encode_paths, load_hasher
 from .metrics import hamming_ranking, pack_codes
 
-__all__ = ["CODES_FORMAT", "CODES_VERSION", "CodeDatabase", "export_codes", "load_codes",
-           "read_image", "encode_images", "search", "main"]
-
-CODES_FORMAT = "hyp2-codes"
-CODES_VERSION = 1
-FAISS_SUFFIX = ".faissbin"
-_KEYS = ("format", "version", "codes", "labels", "ids", "num_bits", "classes", "meta")
-# Metadata that must agree between the checkpoint and the exported codes: codes of another model
-# (another dataset, loss, or an older epoch of the same run) rank meaninglessly.
-_SAME_MODEL_KEYS = ("dataset", "backbone", "loss", "epoch")
-_ENCODE_BATCH = 32
-
-
-# ----------------------------------------------------------------------------------------------
-# Export
-# ----------------------------------------------------------------------------------------------
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def export_codes(path: str | Path, db_outputs: Any, db_labels: Any, ids: Sequence[str], num_bits: int,
-                 classes: Sequence[str], meta: dict[str, Any]) -> list[Path]:
-    """Write the database's packed codes for :mod:`hyp2.search` (format in the module docstring).
-
-    Args:
-        path: the ``.npz`` to write (``result/{run}_codes.npz``); written atomically.
-        db_outputs: ``(N, K)`` real-valued network outputs (torch tensor, any device, or numpy);
-            codes are their signs with 0 -> +1.
-        db_labels: ``(N, C)`` 0/1 labels.
-        ids: N image identifiers, in the same order.
-        num_bits: K.
-        classes: C class names, in label-column order.
-        meta: JSON-able metadata (the checkpoint's ``meta``); values JSON cannot hold are stored
-            as their ``str``.
-
-    Returns:
-        The paths written: the ``.npz``, then ``path.with_suffix(".faissbin")`` when faiss is
-        importable (a faiss ``IndexBinaryFlat`` of dimension ``8 * ceil(K/8)`` holding the packed
-        codes; the zero padding bits add nothing to any distance). Without faiss, a
-        ``.faissbin`` left by an earlier export is removed, since it no longer matches the codes.
-
-    Raises:
-        ValueError: inconsistent shapes or lengths, labels other than 0/1, an empty database, or
-            NaN outputs.
-    """
-    path = Path(path)
-    if isinstance(num_bits, bool) or not isinstance(num_bits, (int, np.integer)) or num_bits < 1:
-        raise ValueError(f"num_bits must be a positive int, got {num_bits!r}")
-    num_bits = int(num_bits)
-    shape = tuple(db_outputs.shape) if hasattr(db_outputs, "shape") else np.shape(db_outputs)
-    if len(shape) != 2 or shape[1] != num_bits:
-        raise ValueError(f"db_outputs must be (N, num_bits={num_bits}), got shape {shape}")
-    n = shape[0]
-    if n == 0:
-        raise ValueError("db_outputs is empty: there is no database to export")
-    labels = _to_numpy(db_labels)
-    classes = [str(c) for c in classes]
-    if labels.shape != (n, len(classes)):
-        raise ValueError(f"db_labels must be (N={n}, C={len(classes)}) to match db_outputs and "
-                         f"classes, got shape {labels.shape}")
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError("db_labels must be 0/1 (multi-hot), found other values")
-    ids = [str(i) for i in ids]
-    if len(ids) != n:
-        raise ValueError(f"{len(ids)} ids but {n} database codes")
-
-    codes = pack_codes(db_outputs)  # (N, ceil(K/8)) uint8; raises ValueError on NaN
-    arrays = {
-        "format": np.array(CODES_FORMAT),
-        "version": np.array(CODES_VERSION, dtype=np.int64),
-        "codes": codes,
-        "labels": labels.astype(np.uint8),
-        "ids": np.array(ids, dtype=np.str_),
-        "num_bits": np.array(num_bits, dtype=np.int64),
-        "classes": np.array(classes, dtype=np.str_),
-        "meta": np.array(json.dumps(meta, sort_keys=True, default=str)),
-    }
-    atomic_save(path, lambda fh: np.savez_compressed(fh, **arrays))
-    written = [path]
-
-    index_path = path.with_suffix(FAISS_SUFFIX)
-    try:
-        import faiss  # optional: only for users who search the codes with faiss
-    except ImportError:
-        index_path.unlink(missing_ok=True)
-        return written
-    index = faiss.IndexBinaryFlat(8 * codes.shape[1])
-    index.add(np.ascontiguousarray(codes))
-    # serialize_index_binary gives the bytes faiss.write_index_binary would write; publishing them
-    # through hyp2.io keeps the file atomic (temporary sibling, fsync, os.replace).
-    atomic_write_bytes(index_path, faiss.serialize_index_binary(index).tobytes())
-    written.append(index_path)
-    return written
-
-
-# ----------------------------------------------------------------------------------------------
-# Loading
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CodeDatabase:
-    """The contents of a codes ``.npz``.
-
-    Attributes:
-        codes: ``(N, ceil(K/8))`` uint8 packed codes. labels: ``(N, C)`` uint8 0/1.
-        ids: ``(N,)`` unicode identifiers. num_bits: K. classes: C names. meta: the metadata.
-    """
-
-    codes: np.ndarray
-    labels: np.ndarray
-    ids: np.ndarray
-    num_bits: int
-    classes: tuple[str, ...]
-    meta: dict[str, Any]
-
-    def label_names(self, i: int) -> list[str]:
-        """Names of the classes of database item ``i``."""
-        return [self.classes[c] for c in np.flatnonzero(self.labels[i])]
-
-
-def load_codes(path: str | Path) -> CodeDatabase:
-    """Read and check a codes file written by :func:`export_codes` (no pickle is ever loaded).
-
-    Raises:
-        UserError: the file is missing, unreadable, not a hyp2 codes file, or inconsistent.
-    """
-    path = Path(path)
-    how = "export them with: python retrieval.py <the run's flags> --test --export_codes"
-    if not path.is_file():
-        raise UserError(f"no codes file at {path}; {how}")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in _KEYS if k not in npz.files]
-            if missing:
-                raise UserError(f"{path} is not a hyp2 codes file (no {', '.join(missing)}); {how}")
-            arrays = {k: npz[k] for k in _KEYS}
-    except UserError:
-        raise
-    except Exception as e:  # noqa: BLE001 - truncated, foreign or pickled files all get one line
-        first = (str(e).splitlines() or [""])[0]
-        raise UserError(f"cannot read codes file {path} ({type(e).__name__}: {first}); it may be "
-                        f"truncated or not a hyp2 codes file: {how}") from None
-
-    def bad(what: str) -> UserError:
-        return UserError(f"codes file {path} is inconsistent ({what}); {how}")
-
-    if str(arrays["format"]) != CODES_FORMAT:
-        raise UserError(f"{path} is not a hyp2 codes file (format {str(arrays['format'])!r}); {how}")
-    if arrays["version"].ndim != 0 or int(arrays["version"]) != CODES_VERSION:
-        raise UserError(f"codes file {path} has version {arrays['version']}, this code reads version "
-                        f"{CODES_VERSION}; {how}")
-    nb = arrays["num_bits"]
-    if nb.ndim != 0 or nb.dtype.kind not in "iu" or int(nb) < 1:
-        raise bad(f"num_bits {nb!r}")
-    num_bits = int(nb)
-    codes, labels, ids, classes = arrays["codes"], arrays["labels"], arrays["ids"], arrays["classes"]
-    if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != math.ceil(num_bits / 8):
-        raise bad(f"codes {codes.dtype} {codes.shape} for {num_bits} bits")
-    n = codes.shape[0]
-    if n == 0:
-        raise bad("no database item")
-    if classes.ndim != 1 or classes.dtype.kind != "U":
-        raise bad(f"classes {classes.dtype} {classes.shape}")
-    if labels.ndim != 2 or labels.shape != (n, classes.shape[0]):
-        raise bad(f"labels {labels.shape} for {n} codes and {classes.shape[0]} classes")
-    if ids.shape != (n,) or ids.dtype.kind != "U":
-        raise bad(f"ids {ids.dtype} {ids.shape} for {n} codes")
-    try:
-        meta = json.loads(str(arrays["meta"]))
-    except ValueError as e:
-        raise bad(f"meta is not JSON: {e}") from None
-    if not isinstance(meta, dict):
-        raise bad("meta is not a JSON object")
-    return CodeDatabase(codes, labels, ids, num_bits, tuple(str(c) for c in classes), meta)
-
-
-def read_image(path: str | Path):
-    """Open ``path`` as an RGB PIL image; a :class:`UserError` naming the path and the reason."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        reason = "no such file"
-    except IsADirectoryError:
-        reason = "it is a directory"
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
-        reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
-    raise UserError(f"cannot read image {path} ({reason}); pass an image file PIL can open "
-                    f"(JPEG, PNG, ...)")
+__all__ = ["CODES_FORMAT", "CODES_VERSION", "CodeDatabase", "export_codes", "load_codes", "check_same_model",
+           "search", "main"]
 
 
 # ----------------------------------------------------------------------------------------------
 # Search
 # ----------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def encode_images(model: torch.nn.Module, paths: Sequence[str | Path], image_size: int,
-                  device: torch.device | str, batch_size: int = _ENCODE_BATCH) -> torch.Tensor:
-    """Encode image files as the test split is encoded (resize to ``image_size``², no flip,
-    ImageNet normalisation; model in eval mode).
-
-    Returns:
-        ``(Q, K)`` float32 real-valued outputs on the CPU, in the order of ``paths``.
-    """
-    from .data.base import image_transform
-
-    transform = image_transform(image_size, train=False)
-    model.eval()
-    outs = []
-    for start in range(0, len(paths), batch_size):
-        batch = torch.stack([transform(read_image(p)) for p in paths[start:start + batch_size]])
-        outs.append(model(batch.to(device)).float().cpu())
-    return torch.cat(outs) if outs else torch.empty(0, 0)
 
 
 def search(query_outputs: Any, db: CodeDatabase, top: int) -> list[list[dict[str, Any]]]:
@@ -294,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m hyp2.search",
                 description="Find the database images nearest (in Hamming distance) to each query image, "
                             "with a trained checkpoint and the database codes it exported "
-                            "(python retrieval.py <flags> --test --export_codes).",
+                            "(python retrieval.py <flags> --test --export_codes). "
+                            "'python -m hyp2.search serve --help': the same in a browser page.",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", type=Path, required=True, help="the run's best checkpoint, result/{run}.ckpt")
     p.add_argument("--codes", type=Path, required=True, help="the exported codes, result/{run}_codes.npz")
@@ -302,38 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="results per query")
     p.add_argument("--device", default="cpu", help="where to run the model, e.g. cpu or cuda:0")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_plugin_flag(p)
     return p
 
 
-def _load_model(path: Path, db: CodeDatabase, codes_path: Path, device: torch.device):
-    """The checkpoint's model (eval mode, on ``device``) and its input image size."""
-    from .models import build_model
-    from .results import load_checkpoint
-
-    ckpt = load_checkpoint(path, map_location="cpu")
-    meta = ckpt.get("meta") or {}
-    config = ckpt.get("config") or {}
-    backbone, hash_bit = meta.get("backbone"), meta.get("hash_bit")
-    image_size = meta.get("image_size", config.get("image_size"))
-    if not isinstance(backbone, str) or not isinstance(hash_bit, int) or not isinstance(image_size, int):
-        raise UserError(f"checkpoint {path} lacks its backbone, hash_bit or image_size metadata; "
-                        f"retrain with this code")
-    if hash_bit != db.num_bits:
-        raise UserError(f"codes file {codes_path} holds {db.num_bits}-bit codes but checkpoint {path} "
-                        f"has hash_bit {hash_bit}; pass the codes exported with this checkpoint")
-    for key in _SAME_MODEL_KEYS:
-        if key in meta and key in db.meta and meta[key] != db.meta[key]:
-            raise UserError(f"codes file {codes_path} was exported from another model ({key} "
-                            f"{db.meta[key]!r}, checkpoint {path} has {meta[key]!r}); re-export with "
-                            f"python retrieval.py <the run's flags> --test --export_codes")
-    try:
-        model = build_model(backbone, hash_bit, pretrained=False)
-        model.load_state_dict(ckpt["model"])
-    except (ValueError, RuntimeError, KeyError) as e:
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise UserError(f"checkpoint {path} does not hold a {backbone} model with {hash_bit} bits "
-                        f"({type(e).__name__}: {first}); retrain with this code") from None
-    return model.to(device).eval(), image_size
+def check_same_model(hasher, db: CodeDatabase, codes_path: Path) -> None:
+    """Refuse codes exported from another model than ``hasher``'s: the same bits are not enough
+    (another seed or epoch of the same run ranks meaninglessly), so both must carry one identity,
+    the digest of the model's weights."""
+    ckpt_path = hasher.checkpoint.path
+    if hasher.num_bits != db.num_bits:
+        raise UserError(f"codes file {codes_path} holds {db.num_bits}-bit codes but checkpoint {ckpt_path} has "
+                        f"{hasher.num_bits} bits; pass the codes exported with this checkpoint")
+    exported_from = db.meta.get("model_digest")
+    if exported_from != hasher.digest:
+        what = (f"was exported from another model (digest {exported_from}, checkpoint {ckpt_path} has "
+                f"{hasher.digest})" if exported_from else "does not say which model it was exported from")
+        raise UserError(f"codes file {codes_path} {what}; re-export with: python retrieval.py <the run's flags> "
+                        f"--test --export_codes")
 
 
 def _print_table(images: Sequence[str], results: list[list[dict[str, Any]]]) -> None:
@@ -349,18 +112,21 @@ def _print_table(images: Sequence[str], results: list[list[dict[str, Any]]]) -> 
 
 
 def run(argv: Sequence[str] | None = None) -> None:
-    """Parse, search and print; raises :class:`UserError` on bad input."""
+    """Parse, search and print (or serve the search page: ``serve ...``); raises :class:`UserError`
+    on bad input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    load_plugins(argv)  # a plugin backbone must be registered before its checkpoint is rebuilt
+    if argv[:1] == ["serve"]:  # a query image named "serve" is passed as ./serve
+        from .serve import serve_main
+
+        return serve_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.top < 1:
         raise UserError(f"--top {args.top}: must be at least 1")
-    device = resolve_device(args.device)
+    hasher = load_hasher(args.checkpoint, resolve_device(args.device))
     db = load_codes(args.codes)
-    model, image_size = _load_model(args.checkpoint, db, args.codes, device)
-    outputs = encode_images(model, args.images, image_size, device)
-    for image, row in zip(args.images, outputs):
-        if torch.isnan(row).any():
-            raise UserError(f"the model of {args.checkpoint} gives NaN outputs for {image}; "
-                            f"the checkpoint is broken: retrain")
+    check_same_model(hasher, db, args.codes)
+    outputs = encode_paths(hasher, args.images)
     results = search(outputs, db, args.top)
     if args.json:
         packed = pack_codes(outputs)

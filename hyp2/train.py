@@ -40,22 +40,23 @@ def _seed_worker(_worker_id: int) -> None:
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int, seed: int = 0,
-                pin_memory: bool = False, sampler=None) -> DataLoader:
+                pin_memory: bool = False, sampler=None, drop_last: bool = False) -> DataLoader:
     """A DataLoader; the training one shuffles with a generator seeded by ``seed`` (or uses
-    ``sampler``, e.g. a DistributedSampler). Workers persist across epochs."""
+    ``sampler``, e.g. a DistributedSampler). Workers persist across epochs. ``drop_last`` drops
+    an incomplete last batch (training uses it only for a last batch of one image)."""
     # Every loader gets its own generator: a DataLoader without one draws its workers' base seed
     # from the global RNG, so evaluating would shift the training augmentation that follows.
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       num_workers=workers, generator=gen, worker_init_fn=_seed_worker if workers else None,
-                      pin_memory=pin_memory, drop_last=False, persistent_workers=workers > 0)
+                      pin_memory=pin_memory, drop_last=drop_last, persistent_workers=workers > 0)
 
 
 def make_optimizer(model: nn.Module, loss: HashLoss, net_lr: float, rate: float) -> torch.optim.SGD:
     """SGD(momentum 0.9, weight decay 5e-4 on every group, as the official code) over the network
     at ``net_lr`` and the loss's own parameter groups (proxies at ``rate`` for HyP²)."""
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": net_lr, "name": "network"}]
-    groups += loss.param_groups(rate)
+    groups += loss.param_groups(rate, net_lr)
     return torch.optim.SGD(groups, lr=net_lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
 

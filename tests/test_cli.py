@@ -47,7 +47,7 @@ def test_train_writes_checkpoint_log_and_json_then_test_prints_the_same_map(trai
     assert all(h["train_seconds"] > 0 and h["loss"] > 0 for h in data["history"])
     ckpt = torch.load(result / f"{run}.ckpt", weights_only=True)
     assert ckpt["meta"]["hash_bit"] == 16 and ckpt["meta"]["backbone"] == "small"
-    assert ckpt["loss"]["proxies"].shape == (8, 16)
+    assert ckpt["loss"]["state"]["proxies"].shape == (8, 16)
 
     work = tmp_path / "r"
     shutil.copytree(result, work)
@@ -90,7 +90,7 @@ def test_checkpoint_of_another_bit_length_is_refused(trained, tmp_path, capsys):
     shutil.copy(result / "demo_small_16.ckpt", tmp_path / "demo_small_48.ckpt")
     assert main(["--dataset", "demo", "--subset", "50", "--result_dir", str(tmp_path), "--test"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "hash_bit=16" in err and "hash_bit=48" in err and len(err.splitlines()) == 1
+    assert "--hash_bit 16" in err and "--hash_bit 48" in err and len(err.splitlines()) == 1
 
 
 def test_test_without_checkpoint(tmp_path, capsys):
@@ -101,13 +101,14 @@ def test_test_without_checkpoint(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,fragment", [
     (["--dataset", "imagenet"], "unknown dataset 'imagenet'; known datasets:"),
-    (["--dataset", "demo", "--backbone", "vgg"], "--backbone 'vgg' is unknown; choose one of: googlenet"),
+    (["--dataset", "demo", "--backbone", "vgg"], "--backbone: unknown backbone 'vgg'; known backbones: googlenet"),
     (["--dataset", "demo", "--hash_bit", "0"], "--hash_bit 0: must be between 1 and 256"),
     (["--dataset", "demo", "--hash_bit", "300"], "--hash_bit 300: must be between 1 and 256"),
-    (["--dataset", "demo", "--loss", "nope"], "--loss 'nope' is unknown"),
+    (["--dataset", "demo", "--loss", "nope"], "--loss: unknown loss 'nope'; known losses: csq, dhn"),
     (["--dataset", "demo", "--batch_size", "0"], "--batch_size 0: must be at least 1"),
-    (["--dataset", "demo", "--backbone", "alexnet", "--image_size", "32"], "--image_size 32: must be at least 63"),
-    (["--dataset", "demo", "--zeta", "2"], "--zeta 2.0: must lie in [-1, 1]"),
+    (["--dataset", "demo", "--backbone", "alexnet", "--image_size", "32"],
+     "--image_size 32: must be between 63 and 1024"),
+    (["--dataset", "demo", "--zeta", "2"], "--zeta: hyp2: zeta must be a finite number in [-1, 1], got 2.0"),
     (["--dataset", "demo", "--hash_bit", "abc"], "invalid int value: 'abc'"),
     (["--dataset", "demo", "--device", "cuda:0"], "CUDA is not available"),
 ])
@@ -122,7 +123,7 @@ def test_bad_flags_are_one_line_errors(argv, fragment, capsys):
 def test_hash_bit_too_short_for_the_classes(tmp_path, capsys):
     # demo has 8 classes: ⌈log2 8⌉ = 3 bits at least for the code table's ζ
     assert main(["--dataset", "demo", "--hash_bit", "2", "--subset", "20", "--result_dir", str(tmp_path)]) == 2
-    assert "--hash_bit 2 with 8 classes" in capsys.readouterr().err
+    assert "--hash_bit 2 and 8 classes" in capsys.readouterr().err
 
 
 def test_retrieval_py_exits_2_without_traceback():

@@ -48,7 +48,8 @@ def test_torchrun_two_gloo_processes_train_the_demo(tmp_path):
     assert stdout.count("epoch 2: map") == 1
     assert "x 2 processes" in stdout
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["demo_small_16.ckpt", "demo_small_16.json", "demo_small_16.txt", "demo_small_16_last.ckpt"]
+    assert files == ["demo_small_16.ckpt", "demo_small_16.json", "demo_small_16.lock", "demo_small_16.txt",
+                     "demo_small_16_last.ckpt"]
     history = json.loads((out / "demo_small_16.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     log = (out / "demo_small_16.txt").read_text()
@@ -72,7 +73,7 @@ def batch():
 
 def fresh():
     torch.manual_seed(1)
-    return torch.nn.Linear(5, 6), build_loss("hyp2", 4, 6, zeta=0.0)
+    return torch.nn.Linear(5, 6), build_loss("hyp2", 4, 6, options={"zeta": 0.0})
 
 def worker(rank, world, init, out):
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)

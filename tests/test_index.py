@@ -9,7 +9,7 @@ import torch
 
 from hyp2.index import CodeIndex
 from hyp2.metrics import pack_codes
-from hyp2.search import export_codes
+from hyp2.codes import export_codes
 
 try:
     import faiss  # noqa: F401

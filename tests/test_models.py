@@ -5,14 +5,15 @@ import torch
 from torchvision import models as tvm
 
 from hyp2.errors import UserError
-from hyp2.models import BACKBONES, AlexNetHash, build_model
+from hyp2.models import BACKBONES, AlexNetHash, backbone_names, build_model, get_backbone
 
 
-@pytest.mark.parametrize("backbone,size", [("small", 32), ("alexnet", 63), ("resnet", 64), ("googlenet", 75)])
-def test_outputs_b_by_k_in_train_and_eval(backbone, size):
+@pytest.mark.parametrize("backbone", backbone_names())  # every entry: a new one gets this for free
+def test_outputs_b_by_k_in_train_and_eval(backbone):
     torch.manual_seed(0)
+    entry = get_backbone(backbone)
     model = build_model(backbone, 13, pretrained=False)
-    x = torch.randn(2, 3, size, size)
+    x = torch.randn(2, 3, entry.min_size, entry.min_size)
     model.train()
     assert model(x).shape == (2, 13)
     model.eval()
@@ -79,9 +80,24 @@ def test_failed_download_names_the_file_torch_home_and_the_flags(monkeypatch, tm
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="known backbones: googlenet, alexnet, resnet, small"):
+    with pytest.raises(ValueError, match="known backbones: googlenet, alexnet, resnet, small, resnet18"):
         build_model("vgg", 8)
     for bits in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="num_bits"):
             build_model("small", bits)
-    assert set(BACKBONES) == {"googlenet", "alexnet", "resnet", "small"}
+    assert {"googlenet", "alexnet", "resnet", "small"} <= set(BACKBONES)
+
+
+@pytest.mark.parametrize("backbone", backbone_names())
+def test_every_entry_is_complete(backbone):
+    entry = get_backbone(backbone)
+    assert entry.name == backbone and entry.description and entry.lr > 0
+    assert entry.min_size <= entry.image_size <= 448
+    assert entry.weights is None or entry.weights.url.endswith(".pth")
+    assert isinstance(entry.input_options(True), dict) and isinstance(entry.input_options(False), dict)
+
+
+def test_registering_a_backbone_twice_is_refused():
+    from hyp2.models import Backbone, register_backbone
+    with pytest.raises(ValueError, match="registered twice"):
+        register_backbone(Backbone("resnet", "again", tvm.resnet50, lambda net, k: net))

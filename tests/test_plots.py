@@ -13,6 +13,8 @@ import pytest
 from matplotlib.colors import to_rgba
 from PIL import Image
 
+from demo_run import shared_demo_run
+
 from hyp2 import plots
 from hyp2.errors import UserError
 
@@ -450,7 +452,9 @@ def test_plot_run_writes_every_figure(tmp_path):
     out = tmp_path / "figures"
     notes: list[str] = []
     written = plots.plot_run(path, out, notes=notes)
-    assert notes == []
+    # no codes file: every figure but the gallery, which says why it is missing
+    assert notes == [f"{path}: gallery skipped (test.codes is missing; write it with --test --plots (or "
+                     f"--export_codes))"]
     assert sorted(p.name for p in written) == sorted(
         f"flickr_alexnet_16_{kind}.{fmt}" for kind in ("topn", "pr", "convergence", "tsne")
         for fmt in ("png", "pdf"))
@@ -468,7 +472,19 @@ def test_plot_run_with_missing_data_writes_what_it_can(tmp_path):
     notes: list[str] = []
     written = plots.plot_run(path, tmp_path, notes=notes, formats=("png",))
     assert [p.name for p in written] == ["flickr_alexnet_48_convergence.png"]
-    assert len(notes) == 3 and all(n.startswith(str(path)) for n in notes)
+    assert len(notes) == 4 and all(n.startswith(str(path)) for n in notes)
+    assert "gallery skipped (the run has no test results" in notes[-1]
+
+
+def test_plot_run_draws_the_gallery_from_the_runs_codes(tmp_path_factory, tmp_path):
+    run = shared_demo_run(tmp_path_factory)
+    notes: list[str] = []
+    written = plots.plot_run(run.json, tmp_path, notes=notes, formats=("png",), gallery_queries=2, gallery_top=3)
+    assert notes == ["%s: t-SNE skipped (test.codes_sample is missing; evaluate the model with --test)" % run.json]
+    assert [p.name for p in written] == [f"{run.name}_{kind}.png" for kind in ("topn", "pr", "convergence",
+                                                                                "gallery")]
+    with Image.open(written[-1]) as image:  # 2 query rows of 1 + 3 thumbnails
+        assert image.size[0] > image.size[1] > 200
 
 
 def test_plot_run_on_a_broken_json_raises_user_error(tmp_path):

@@ -4,15 +4,21 @@ Run JSONs are generated here (docs/run-json.md); results.md is checked by parsin
 """
 from __future__ import annotations
 
+import base64
+import io
 import json
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
+from demo_run import shared_demo_run
+from PIL import Image
 
-from hyp2 import paper, report
+from hyp2 import gallery, paper, report
+from hyp2.codes import load_codes
 from hyp2.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,12 +175,14 @@ def test_report_writes_figures_and_a_parsable_table(tmp_path):
     out = tmp_path / "out"
     result = report.build_report(paths, out, num_queries=2, neighbours=4, formats=("png",))
     names = sorted(p.name for p in result.files)
-    assert names == ["convergence.png", "pr.png", "results.md", "topn.png",
+    assert names == ["convergence.png", "index.html", "pr.png", "results.md", "topn.png",
                      "tsne_flickr_alexnet_48.png"]
     assert all((out / n).stat().st_size > 0 for n in names)
     for n in names:
         if n.endswith(".png"):
             assert (out / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # none of these runs has a codes file: one note each, and no gallery
+    assert sum("gallery skipped" in n for n in result.notes) == 4
 
     text = (out / "results.md").read_text(encoding="utf-8")
     rows = {r["Run"]: r for r in parse_table(text, "## mAP beside the paper")}
@@ -220,7 +228,7 @@ def test_report_skips_a_figure_no_run_has_data_for(tmp_path):
     paths = [write(tmp_path, make_run("flickr", "alexnet", 12, test_map=0.8, curves=False))]
     out = tmp_path / "out"
     result = report.build_report(paths + paths, out, tsne=False)
-    assert [p.name for p in result.files] == ["results.md"]
+    assert [p.name for p in result.files] == ["results.md", "index.html"]
     text = (out / "results.md").read_text(encoding="utf-8")
     assert "given more than once" in result.notes[0]
     assert any("Top-N precision figure skipped" in n for n in result.notes)
@@ -246,9 +254,9 @@ def test_main_prints_notes_and_the_files(tmp_path, capsys):
 
 
 def test_main_rejects_bad_numbers(capsys):
-    with pytest.raises(SystemExit) as info:
-        report.main(["x.json", "--tsne-neighbours", "0"])
-    assert info.value.code == 2 and "at least 1" in capsys.readouterr().err
+    assert report.main(["x.json", "--tsne-neighbours", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "at least 1" in err and err.startswith("error: python -m hyp2.report: ") and err.count("\n") == 1
 
 
 # ---------------------------------------------------------------------------- the CLI
@@ -273,10 +281,99 @@ def test_cli_broken_json_exits_2_with_one_line(tmp_path):
 def test_cli_help_and_a_good_run(tmp_path):
     done = _cli("--help")
     assert done.returncode == 0
-    for text in ("--out", "--no-tsne", "results.md", "topn.png", "docs/report.md"):
+    for text in ("--out", "--no-tsne", "results.md", "topn.png", "docs/report.md", "index.html", "gallery.png",
+                 "--query", "--data_root", "--no-gallery"):
         assert text in done.stdout
     path = write(tmp_path, make_run("voc2007", "googlenet", 48, test_map=0.9, best_map=0.9))
     done = _cli(path, "--out", tmp_path / "out", "--no-tsne")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "topn.pdf").read_bytes()[:5] == b"%PDF-"
     assert "results.md" in done.stdout
+
+
+# ---------------------------------------------------------------------------- gallery and index.html
+
+
+class PageParser(HTMLParser):
+    """The parts of a page a reader (or a browser) depends on."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def all(self, tag: str) -> list[dict]:
+        return [attrs for t, attrs in self.tags if t == tag]
+
+
+def parse_page(path: Path) -> PageParser:
+    parser = PageParser()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def test_report_with_codes_draws_the_gallery_and_one_offline_page(tmp_path_factory, tmp_path):
+    r16, r32 = shared_demo_run(tmp_path_factory), shared_demo_run(tmp_path_factory, bits=32, seed=1)
+    out = tmp_path / "out"
+    options = report.GalleryOptions(queries=2, top=4, named=("demo/02010",))
+    result = report.build_report([r16.json, r32.json], out, tsne=False, formats=("png",), gallery=options)
+    assert [p.name for p in result.files] == ["topn.png", "pr.png", "convergence.png", "gallery.png", "results.md",
+                                              "index.html"]
+    assert result.notes == []
+    assert "![Retrieval gallery: demo](gallery.png)" in (out / "results.md").read_text(encoding="utf-8")
+
+    page = parse_page(out / "index.html")
+    assert page.all("script") == [] and not any(a.get("rel") == "stylesheet" for a in page.all("link"))
+    urls = [a["src"] for a in page.all("img")] + [a["href"] for a in page.all("a") if "href" in a]
+    assert not [u for u in urls if u.startswith(("http:", "https:", "//"))]  # offline: nothing fetched
+    files = [u for u in urls if not u.startswith(("data:", "#"))]
+    assert sorted(set(files)) == ["convergence.png", "gallery.png", "pr.png", "topn.png"]
+    thumbs = [a for a in page.all("img") if a["src"].startswith("data:")]
+    for attrs in thumbs:  # each embedded thumbnail is a real image
+        mime, data = attrs["src"][5:].split(";base64,")
+        with Image.open(io.BytesIO(base64.b64decode(data))) as img:
+            assert img.format.lower() == mime.split("/")[1] and min(img.size) >= 32
+
+    # 3 queries (the named one first) x 2 runs x (query + 4 results), framed by relevance
+    frames = [a["class"] for a in page.all("figure") if "thumb" in a.get("class", "")]
+    assert len(thumbs) == len(frames) == 3 * 2 * 5
+    codes = {16: load_codes(r16.codes), 32: load_codes(r32.codes)}
+    queries = [a["alt"] for a in thumbs[::5]]
+    assert queries[0] == queries[1] == "demo/02010" and queries[::2] == queries[1::2]
+    expected = []
+    for q in queries[::2]:
+        for bits in (16, 32):
+            hits = gallery.retrieve(codes[bits], [q], 4)[0].hits
+            expected += ["thumb query"] + [f"thumb {'ok' if h.relevant else 'bad'}" for h in hits]
+    assert frames == expected
+
+    text = " ".join(page.text)
+    assert "demo_small_16" in text and "demo_small_32" in text and "0.5000" in text
+    assert text.count("History (3 evaluations)") == 2 and "proxy_pos" in text
+    assert "Configuration (3 settings)" in text
+
+
+def test_report_page_escapes_what_runs_wrote(tmp_path):
+    run = make_run("flickr", "alexnet", 12, test_map=0.8)
+    run["config"] = {"note": "<script>alert(1)</script>", "path": 'a"b'}
+    run["test"]["mrr"] = 0.9321  # a registered metric shows up under its JSON name
+    out = tmp_path / "out"
+    report.build_report([write(tmp_path, run)], out, tsne=False, formats=("png",))
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert parse_page(out / "index.html").all("script") == []
+    assert "<td>test: mrr</td><td>0.9321</td>" in html and "<td>test: map</td><td>0.8000</td>" in html
+
+
+def test_cli_names_an_unknown_query_in_one_line(tmp_path_factory, tmp_path):
+    run = shared_demo_run(tmp_path_factory)
+    done = _cli(run.json, "--out", tmp_path / "out", "--no-tsne", "--query", "demo/nope")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == ["error: --query demo/nope: no run's codes file lists this id; query ids "
+                                        "look like demo/02000, demo/02001, demo/02002"]

@@ -98,3 +98,22 @@ def test_resume_of_a_finished_run_only_reports(tmp_path, capsys):
     assert main(args(epochs=1) + ["--result_dir", str(out), "--resume"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == first
     assert len(json.loads((out / f"{RUN}.json").read_text())["history"]) == 1
+
+
+def test_resume_without_its_state_never_replaces_an_earlier_history(tmp_path, capsys):
+    """--resume with {run}_last.ckpt gone used to start from epoch 1 and replace the earlier best
+    checkpoint and history by epoch 1's; now it stops and names both ways out."""
+    out = tmp_path / "r"
+    assert main(args(epochs=2) + ["--result_dir", str(out)]) == 0
+    capsys.readouterr()
+    (out / f"{RUN}_last.ckpt").unlink()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix in (".ckpt", ".json")}
+    assert main(args(epochs=3) + ["--result_dir", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"{RUN}_last.ckpt is missing but" in err and "--overwrite" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.suffix in (".ckpt", ".json")} == before
+
+
+def test_resume_with_nothing_earlier_starts_fresh(tmp_path, capsys):
+    assert main(args(epochs=1) + ["--result_dir", str(tmp_path), "--resume"]) == 0
+    assert "no earlier state" in capsys.readouterr().out

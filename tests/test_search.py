@@ -15,7 +15,7 @@ from hyp2.data import DataOptions, build_dataset, image_transform
 from hyp2.errors import UserError
 from hyp2.evaluate import encode
 from hyp2.metrics import pack_codes
-from hyp2.models import build_model
+from hyp2.models import ModelRecipe, build_model
 from hyp2.results import save_checkpoint
 from hyp2.search import export_codes, load_codes, main, search
 
@@ -26,6 +26,13 @@ META = {"dataset": "demo", "backbone": "small", "hash_bit": 16, "loss": "hyp2", 
         "num_classes": 8, "epoch": 1, "map": 0.5, "image_size": 32}
 N_DB = 200
 TOP = 60
+
+
+def save_small(path: Path, model: torch.nn.Module, bits: int = 16) -> str:
+    """A best checkpoint of a small-CNN ``model`` whose recipe says ``bits``; returns its digest."""
+    return save_checkpoint(path, recipe=ModelRecipe.for_training("small", bits, 32), model_state=model.state_dict(),
+                           loss={"name": "hyp2", "hparams": {}, "state": {}}, classes=CLASSES, config={},
+                           meta=META)
 
 
 def naive_bits(packed: np.ndarray, num_bits: int) -> np.ndarray:
@@ -63,10 +70,10 @@ def setup(tmp_path_factory):
         feats = model.features(torch.stack([db[i][0] for i in range(N_DB)])).mean(dim=(2, 3))
         model.hash_layer.bias.copy_(-model.hash_layer.weight @ feats.mean(0))
     ckpt = tmp / "demo_small_16.ckpt"
-    save_checkpoint(ckpt, model_state=model.state_dict(), loss_state={}, config={}, meta=META)
+    digest = save_small(ckpt, model)
     outputs, labels = encode(model, DataLoader(db, batch_size=100, shuffle=False), "cpu")
     npz = tmp / "demo_small_16_codes.npz"
-    written = export_codes(npz, outputs, labels, db.ids, 16, CLASSES, {**META, "topk": N_DB})
+    written = export_codes(npz, outputs, labels, db.ids, 16, CLASSES, {**META, "topk": N_DB, "model_digest": digest})
     qi = next(i for i in range(5, N_DB) if outputs[i].abs().min() > 1e-3)
     in_db = tmp / "in_db.png"
     db.load(qi).save(in_db)
@@ -74,7 +81,7 @@ def setup(tmp_path_factory):
     data.query.load(0).save(other)
     return {"tmp": tmp, "ckpt": ckpt, "npz": npz, "written": written, "outputs": outputs,
             "labels": labels, "ids": db.ids, "qi": qi, "in_db": in_db, "other": other,
-            "model": model, "query_image": data.query.load(0)}
+            "model": model, "query_image": data.query.load(0), "digest": digest}
 
 
 def run_main(capsys, *args) -> tuple[int, str, str]:
@@ -95,7 +102,7 @@ def test_npz_holds_packed_signs_labels_ids_and_meta(setup):
         assert ids.dtype.kind == "U" and list(ids) == setup["ids"]
         assert int(z["num_bits"]) == 16 and list(z["classes"]) == CLASSES
         meta = json.loads(str(z["meta"]))
-        assert meta == {**META, "topk": N_DB}
+        assert meta == {**META, "topk": N_DB, "model_digest": setup["digest"]}
 
 
 def test_zero_output_is_plus_one_and_odd_bit_counts_pad_with_zeros(tmp_path):
@@ -197,10 +204,11 @@ def test_without_faiss_only_the_npz_is_written_and_a_stale_index_goes(tmp_path, 
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"db_outputs": torch.randn(3, 8)}, r"num_bits=16"),
-    ({"db_labels": np.zeros((3, 8))}, r"db_labels must be \(N=4, C=8\)"),
+    ({"db_labels": np.zeros((3, 8))}, r"database labels must be \(N=4, C=8\)"),
     ({"db_labels": np.full((4, 8), 2)}, r"0/1"),
-    ({"ids": ["a"]}, r"1 ids but 4"),
-    ({"num_bits": 0, "db_outputs": torch.randn(4, 0)}, r"num_bits must be a positive int"),
+    ({"ids": ["a"]}, r"1 database ids but 4"),
+    ({"num_bits": 0, "db_outputs": torch.randn(4, 0)}, r"num_bits must be an integer >= 1"),
+    ({"queries": (torch.randn(2, 16), np.zeros((2, 7)), ["q", "r"])}, r"query labels must be \(N=2, C=8\)"),
     ({"db_outputs": torch.randn(0, 16), "db_labels": np.zeros((0, 8)), "ids": []}, r"empty"),
     ({"db_outputs": torch.full((4, 16), float("nan"))}, r"NaN"),
 ])
@@ -251,13 +259,16 @@ def test_error_paths_are_one_line_exit_2(setup, capsys, tmp_path):
     npz32 = tmp_path / "c32.npz"
     export_codes(npz32, torch.randn(5, 32), np.zeros((5, 8)), list("abcde"), 32, CLASSES, META)
     err = _error(capsys, "--checkpoint", ck, "--codes", npz32, img)
-    assert "32-bit codes" in err and "hash_bit 16" in err
+    assert "32-bit codes" in err and "has 16 bits" in err
 
-    older = tmp_path / "older.npz"
+    older = tmp_path / "older.npz"  # same dataset, backbone, bits and loss: another model all the same
     export_codes(older, setup["outputs"][:5], setup["labels"][:5], setup["ids"][:5], 16, CLASSES,
-                 {**META, "epoch": 7})
+                 {**META, "epoch": 7, "model_digest": "0123456789abcdef"})
     err = _error(capsys, "--checkpoint", ck, "--codes", older, img)
-    assert "another model" in err and "epoch" in err
+    assert "another model" in err and "0123456789abcdef" in err and setup["digest"] in err
+    anonymous = tmp_path / "anonymous.npz"
+    export_codes(anonymous, setup["outputs"][:5], setup["labels"][:5], setup["ids"][:5], 16, CLASSES, META)
+    assert "does not say which model" in _error(capsys, "--checkpoint", ck, "--codes", anonymous, img)
 
     err = _error(capsys, "--checkpoint", ck, "--codes", npz, tmp_path / "missing.png")
     assert "cannot read image" in err and "missing.png" in err and "no such file" in err
@@ -274,10 +285,9 @@ def test_error_paths_are_one_line_exit_2(setup, capsys, tmp_path):
     assert "required" in _error(capsys, "--codes", npz, img)
 
     wrong = tmp_path / "wrong.ckpt"
-    save_checkpoint(wrong, model_state=build_model("small", 8, pretrained=False).state_dict(),
-                    loss_state={}, config={}, meta=META)
+    save_small(wrong, build_model("small", 8, pretrained=False), bits=16)
     err = _error(capsys, "--checkpoint", wrong, "--codes", npz, img)
-    assert "does not hold a small model with 16 bits" in err
+    assert "does not hold the small model with 16 bits" in err
 
 
 def test_load_codes_rejects_inconsistent_files(setup, tmp_path):

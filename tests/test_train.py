@@ -35,7 +35,7 @@ def tiny_split(n=24, c=4, seed=0):
 
 
 def test_optimizer_is_the_official_recipe():
-    model, loss = Linear(), build_loss("hyp2", 4, 8, zeta=0.0)
+    model, loss = Linear(), build_loss("hyp2", 4, 8, options={"zeta": 0.0})
     opt = make_optimizer(model, loss, net_lr=0.01, rate=0.02)
     assert [g["lr"] for g in opt.param_groups] == [0.01, 0.02]
     assert all(g["momentum"] == MOMENTUM == 0.9 and g["weight_decay"] == WEIGHT_DECAY == 5e-4
@@ -62,7 +62,7 @@ def test_data_order_and_flips_are_reproducible_from_the_seed():
 def test_fit_evaluates_every_n_epochs_and_after_the_last_and_learns():
     seed_everything(0)
     split = tiny_split()
-    model, loss = Linear(), build_loss("hyp2", 4, 8, zeta=0.0)
+    model, loss = Linear(), build_loss("hyp2", 4, 8, options={"zeta": 0.0})
     opt = make_optimizer(model, loss, 0.05, 0.05)
     sched = make_scheduler(opt)
     loader = make_loader(split, 8, train=True, workers=0)
@@ -78,7 +78,7 @@ def test_fit_evaluates_every_n_epochs_and_after_the_last_and_learns():
 
 def test_non_finite_loss_stops_with_epoch_and_step():
     split = tiny_split()
-    model, loss = Linear(), build_loss("hyp2", 4, 8, zeta=0.0)
+    model, loss = Linear(), build_loss("hyp2", 4, 8, options={"zeta": 0.0})
     with torch.no_grad():
         model.fc.weight.fill_(math.nan)
     opt = make_optimizer(model, loss, 0.01, 0.01)

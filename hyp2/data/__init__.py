@@ -1,16 +1,19 @@
 """Datasets and their retrieval protocols, behind one registry.
 
 Adding a dataset is one new module in this package that calls :func:`hyp2.data.base.register`;
-every module here not starting with ``_`` is imported on first use of the registry.
+every module here not starting with ``_`` is imported on first use of the registry. A builder
+returns the full splits; :func:`load_dataset` then applies ``--subset``, refuses empty splits and
+applies ``--cache``, the same for every dataset.
 """
 from __future__ import annotations
 
 from .._plugins import import_submodules
-from .base import (DataOptions, DatasetInfo, LabelledImages, RetrievalData, _REGISTRY,
+from ._load import load_dataset, unlabelled_warning
+from .base import (DataOptions, DatasetInfo, LabelledImages, ListLines, RetrievalData, _REGISTRY,
                    image_transform)
 
-__all__ = ["DataOptions", "DatasetInfo", "LabelledImages", "RetrievalData", "build_dataset",
-           "dataset_info", "dataset_names", "image_transform"]
+__all__ = ["DataOptions", "DatasetInfo", "LabelledImages", "ListLines", "RetrievalData", "build_dataset",
+           "dataset_info", "dataset_names", "image_transform", "load_dataset", "unlabelled_warning"]
 
 
 def _load_all() -> None:
@@ -32,4 +35,5 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def build_dataset(name: str, options: DataOptions) -> RetrievalData:
+    """The registered builder's result, as it is (no subset, no cache: see :func:`load_dataset`)."""
     return dataset_info(name).build(options)

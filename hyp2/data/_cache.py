@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -31,8 +30,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..errors import UserError
 from ..io import atomic_path, atomic_write_json
+from ._download import require_free_space
 from .base import DataOptions, LabelledImages, RetrievalData
 
 CACHE_VERSION = 1
@@ -124,10 +123,8 @@ def build_cache(split: LabelledImages, data: Path, size: int, workers: int | Non
     n = len(split)
     nbytes = n * size * size * 3
     data.parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(data.parent).free
-    if nbytes > free:
-        raise UserError(f"--cache needs {nbytes / 2**30:.1f} GiB for {desc} in {data.parent} but only "
-                        f"{free / 2**30:.1f} GiB are free; free some space or run without --cache")
+    require_free_space(data.parent, nbytes, f"--cache needs {{need}} for {desc} in {data.parent} but only "
+                                            "{free} are free; free some space or run without --cache")
     workers = workers or min(8, os.cpu_count() or 1)
     with atomic_path(data) as tmp:
         array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, size, size, 3))
@@ -158,7 +155,7 @@ def cached_split(split: LabelledImages, root: Path, dataset: str, split_name: st
         build_cache(split, data, size, workers, desc=f"cache {dataset} {split_name}", progress=progress)
         atomic_write_json(header, expected)
         _remove_stale(data.parent, f"{dataset}_{split_name}_{int(size)}_", keep=data.stem)
-    return LabelledImages(split.ids, split.labels, MemmapImages(data, len(split), size), split.transform)
+    return split.with_loader(MemmapImages(data, len(split), size))
 
 
 def _remove_stale(directory: Path, prefix: str, keep: str) -> None:
@@ -185,5 +182,5 @@ def maybe_cache(data: RetrievalData, options: DataOptions, progress: bool = True
         key = ids_hash(split.ids)
         if key not in done:
             done[key] = cached_split(split, Path(options.root), data.name, name, size, progress=progress)
-        out[name] = LabelledImages(split.ids, split.labels, done[key].load, split.transform)
+        out[name] = split.with_loader(done[key].load)
     return dataclasses.replace(data, **out)

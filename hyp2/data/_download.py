@@ -1,19 +1,22 @@
-"""Resumable, verified downloads and safe tar extraction (standard library only: urllib, tarfile).
+"""Resumable, verified downloads (standard library only: urllib, hashlib) and disk-space checks.
 
 Used for the PASCAL VOC archives (Everingham et al., "The PASCAL Visual Object Classes (VOC)
-Challenge", IJCV 2010), which HyP² (Xu et al., ACM MM 2022) evaluates on.
+Challenge", IJCV 2010) and the MS-COCO 2014 archives (Lin et al., "Microsoft COCO: Common Objects
+in Context", ECCV 2014), and for the list files HyP² (Xu et al., ACM MM 2022) and DeepHash-pytorch
+publish in their repositories (:mod:`hyp2.data._pinned`).
 
 Guarantees:
 
-* A download goes to ``<file>.part``; only a complete transfer whose MD5 matches is renamed to
-  ``<file>``. A failed MD5 deletes the ``.part``, so nothing a later run would take for complete is
-  left behind. An interrupted transfer keeps its ``.part`` and resumes with an HTTP ``Range``
+* A download goes to ``<file>.part``; only a complete transfer whose digests match is renamed to
+  ``<file>``. A failed check deletes the ``.part``, so nothing a later run would take for complete
+  is left behind. An interrupted transfer keeps its ``.part`` and resumes with an HTTP ``Range``
   request (within the same call, up to ``attempts`` times, and on the next run); a server that
   answers ``200`` instead of ``206`` makes it start over.
-* Extraction validates every member before writing anything: absolute paths, ``..`` components,
-  symbolic and hard links, devices and FIFOs are refused. Files are written by this module (never
-  by ``tarfile.extractall``), into a staging folder that is renamed into place only when every
-  archive is extracted, so an interrupted extraction never looks like a complete tree.
+* Digests (:func:`file_digests`): ``md5``, ``sha256``, ``size`` and ``git_blob`` -- the id git
+  gives a file's content, SHA-1 of ``b"blob <size>\\0" + content``, which a repository shows for
+  every file and so lets us verify a file whose other hashes nobody published.
+
+Archives are extracted by :mod:`hyp2.data._extract`.
 """
 from __future__ import annotations
 
@@ -24,11 +27,10 @@ import os
 import re
 import shutil
 import socket
-import tarfile
 import urllib.error
 import urllib.request
-from pathlib import Path, PurePosixPath
-from typing import Sequence
+from pathlib import Path
+from typing import Mapping
 
 from tqdm import tqdm
 
@@ -42,26 +44,85 @@ class _Interrupted(Exception):
     """A transfer that stopped midway; the ``.part`` file is kept for resuming."""
 
 
-def md5sum(path: str | os.PathLike, progress: bool = False) -> str:
-    """Hex MD5 of a file, read in 1 MiB chunks."""
-    h = hashlib.md5()
+DIGESTS = ("md5", "sha256", "git_blob", "size")
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes in the largest binary unit that keeps it at least 1: "512 B", "3.4 MiB", "12 GiB"."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" or abs(n) >= 100 else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def require_free_space(directory: str | os.PathLike, nbytes: int, message: str) -> None:
+    """Raise ``UserError(message)`` when ``directory`` has fewer than ``nbytes`` free; the placeholders
+    ``{need}`` and ``{free}`` in ``message`` are replaced by the sizes in human units (:func:`human_bytes`;
+    plain replacement, so paths with braces in the message are safe)."""
+    free = shutil.disk_usage(directory).free
+    if nbytes > free:
+        raise UserError(message.replace("{need}", human_bytes(nbytes)).replace("{free}", human_bytes(free)))
+
+
+def file_digests(path: str | os.PathLike, kinds=DIGESTS, progress: bool = False) -> dict[str, str | int]:
+    """The requested digests of a file in one pass (1 MiB reads): hex strings, and ``size`` in bytes.
+
+    ``git_blob`` is git's object id of the content: SHA-1 of ``b"blob <size>\\0"`` followed by it.
+    """
+    unknown = set(kinds) - set(DIGESTS)
+    if unknown:
+        raise ValueError(f"unknown digest(s) {sorted(unknown)}; known: {', '.join(DIGESTS)}")
     size = os.path.getsize(path)
-    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=f"md5 {Path(path).name}",
+    hashes = {k: hashlib.new(k) for k in ("md5", "sha256") if k in kinds}
+    if "git_blob" in kinds:
+        hashes["git_blob"] = hashlib.sha1(b"blob %d\0" % size)
+    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=f"verify {Path(path).name}",
                                      disable=not progress, leave=False) as bar:
         for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
+            for h in hashes.values():
+                h.update(block)
             bar.update(len(block))
-    return h.hexdigest()
+    out: dict[str, str | int] = {k: h.hexdigest() for k, h in hashes.items()}
+    if "size" in kinds:
+        out["size"] = size
+    return out
 
 
-def fetch(url: str, dest: str | os.PathLike, md5: str | None = None, *, timeout: float = 60.0,
-          attempts: int = 3, hint: str = "", progress: bool = True) -> Path:
-    """Download ``url`` to ``dest`` (resuming ``dest.part`` if present) and verify its MD5.
+def git_blob(path: str | os.PathLike) -> str:
+    """The git blob id of a file (what ``git hash-object`` prints)."""
+    return str(file_digests(path, ("git_blob",))["git_blob"])
+
+
+def digest_mismatch(path: str | os.PathLike, expected: Mapping[str, str | int],
+                    progress: bool = False) -> str | None:
+    """``None`` when ``path`` has every digest in ``expected``; else "<kind>: expected X, found Y"."""
+    if not expected:
+        return None
+    if "size" in expected and os.path.getsize(path) != int(expected["size"]):  # cheap: before hashing
+        return f"size: expected {int(expected['size'])} bytes, found {os.path.getsize(path)}"
+    found = file_digests(path, tuple(expected), progress=progress)
+    for kind in DIGESTS:
+        if kind in expected and str(found[kind]).lower() != str(expected[kind]).lower():
+            return f"{kind}: expected {str(expected[kind]).lower()}, found {found[kind]}"
+    return None
+
+
+def md5sum(path: str | os.PathLike, progress: bool = False) -> str:
+    """Hex MD5 of a file, read in 1 MiB chunks."""
+    return str(file_digests(path, ("md5",), progress)["md5"])
+
+
+def fetch(url: str, dest: str | os.PathLike, md5: str | None = None, *, digests: Mapping[str, str | int] | None = None,
+          timeout: float = 60.0, attempts: int = 3, hint: str = "", progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` (resuming ``dest.part`` if present) and verify it.
 
     Args:
         url: http(s):// or file:// URL.
         dest: final path; written only once complete and verified.
-        md5: expected hex digest, or ``None`` to skip the check.
+        md5: expected hex MD5, or ``None``; shorthand for ``digests={"md5": md5}``.
+        digests: expected digests (:data:`DIGESTS`: ``md5``, ``sha256``, ``git_blob``, ``size``);
+            every one given must match.
         timeout: seconds a connection or a read may stall before the attempt counts as interrupted.
         attempts: transfers tried (each resuming the previous one) before giving up.
         hint: appended to network error messages (e.g. how to choose a mirror).
@@ -71,8 +132,8 @@ def fetch(url: str, dest: str | os.PathLike, md5: str | None = None, *, timeout:
         ``dest`` as a Path.
 
     Raises:
-        UserError: HTTP error, unreachable host, transfer still incomplete after ``attempts``, or an
-            MD5 mismatch (the ``.part`` is then deleted).
+        UserError: HTTP error, unreachable host, transfer still incomplete after ``attempts``, or a
+            digest mismatch (the ``.part`` is then deleted).
     """
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
@@ -90,12 +151,16 @@ def fetch(url: str, dest: str | os.PathLike, md5: str | None = None, *, timeout:
         have = part.stat().st_size if part.exists() else 0
         raise UserError(f"download of {url} was interrupted ({last}) {attempts} times; {have} bytes are kept in "
                         f"{part} and the next run resumes from there{hint}")
+    expected = dict(digests or {})
     if md5 is not None:
-        found = md5sum(part, progress=progress)
-        if found.lower() != md5.lower():
-            part.unlink()
-            raise UserError(f"MD5 mismatch for {dest.name} downloaded from {url}: expected {md5.lower()}, found "
-                            f"{found}; the file was deleted, run again to download it anew{hint}")
+        expected["md5"] = md5
+    problem = digest_mismatch(part, expected, progress=progress)
+    if problem:
+        part.unlink()
+        kind, _, detail = problem.partition(": ")
+        name = {"md5": "MD5", "sha256": "SHA-256", "git_blob": "git blob id", "size": "size"}[kind]
+        raise UserError(f"{name} mismatch for {dest.name} downloaded from {url}: {detail}; the file was deleted, "
+                        f"run again to download it anew{hint}")
     with open(part, "rb+") as f:  # make the data durable before the name says "complete"
         os.fsync(f.fileno())
     os.replace(part, dest)
@@ -164,99 +229,3 @@ def check_md5(path: Path, md5: str, how_to_fix: str) -> None:
     found = md5sum(path, progress=True)
     if found.lower() != md5.lower():
         raise UserError(f"MD5 mismatch for {path}: expected {md5.lower()}, found {found}; {how_to_fix}")
-
-
-# ----------------------------------------------------------------------------------- extraction
-
-
-def _unsafe_reason(member: tarfile.TarInfo, dest_real: str) -> str | None:
-    name = member.name
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or os.path.isabs(name):
-        return "has an absolute path"
-    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
-        return "contains '..'"
-    if member.issym() or member.islnk():
-        return f"is a {'symbolic' if member.issym() else 'hard'} link (to {member.linkname!r})"
-    if member.isdev() or member.isfifo():
-        return "is a device or FIFO"
-    if not (member.isfile() or member.isdir()):
-        return "is neither a regular file nor a folder"
-    target = os.path.realpath(os.path.join(dest_real, name))
-    if target != dest_real and not target.startswith(dest_real + os.sep):
-        return "would be written outside the data folder"
-    return None
-
-
-def safe_members(tar: tarfile.TarFile, archive: Path, dest: Path) -> list[tarfile.TarInfo]:
-    """All members of ``tar`` after checking that each one lands inside ``dest``.
-
-    Raises:
-        UserError: naming the archive, the member and why it is refused.
-    """
-    dest_real = os.path.realpath(dest)
-    members = tar.getmembers()
-    for m in members:
-        reason = _unsafe_reason(m, dest_real)
-        if reason:
-            raise UserError(f"refusing to extract {archive}: member {m.name!r} {reason}; the archive is unsafe or "
-                            f"corrupt, delete it and download it again")
-    return members
-
-
-def extract_tar(archive: Path, dest: Path, progress: bool = True) -> None:
-    """Extract ``archive`` into ``dest`` (created if needed), after :func:`safe_members` accepts it.
-
-    Regular files and folders only; permissions, owners and times from the archive are ignored.
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = safe_members(tar, archive, dest)
-            total = sum(m.size for m in members if m.isfile())
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"extract {archive.name}",
-                      disable=not progress, leave=False) as bar:
-                for m in members:
-                    target = dest / m.name
-                    if m.isdir():
-                        target.mkdir(parents=True, exist_ok=True)
-                        continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    src = tar.extractfile(m)
-                    if src is None:  # cannot happen for a regular file; be explicit rather than write nothing
-                        raise UserError(f"cannot read member {m.name!r} of {archive}")
-                    with src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK)
-                    bar.update(m.size)
-    except (tarfile.TarError, EOFError) as e:
-        raise UserError(f"cannot extract {archive}: {e}; the archive is damaged, delete it and download it again") \
-            from None
-
-
-def extract_into_place(archives: Sequence[Path], root: Path, tree: str, progress: bool = True) -> Path:
-    """Extract ``archives`` together and publish ``root/tree`` only when all are complete.
-
-    Each archive is extracted into the staging folder ``root/.extract-<name>.tmp`` (removed first if
-    an earlier run was interrupted); then the folder ``tree`` (a relative POSIX path such as
-    ``VOCdevkit/VOC2007``) is renamed into place in one step and the staging folder deleted.
-
-    Raises:
-        UserError: an unsafe member, a damaged archive, or archives that do not contain ``tree``.
-    """
-    root = Path(root)
-    final = root / tree
-    staging = root / f".extract-{PurePosixPath(tree).name}.tmp"
-    if staging.exists():
-        shutil.rmtree(staging)
-    try:
-        for archive in archives:
-            extract_tar(Path(archive), staging, progress)
-        built = staging / tree
-        if not built.is_dir():
-            names = ", ".join(Path(a).name for a in archives)
-            raise UserError(f"the archives {names} do not contain the folder {tree}; are they the right files?")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(built, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
-

@@ -7,14 +7,17 @@ one image a line, a path relative to the dataset folder followed by C space-sepa
     images/0001.jpg 0 1 0 0 1
     images/0002.jpg 1 0 0 0 0
 
-Paths may not contain whitespace (the format has no quoting). Blank lines are ignored.
-Every parsing problem stops with the file, the line number and the reason.
+Paths may not contain whitespace (the format has no quoting); a line whose path seems to hold a
+space says so. Blank lines are ignored, and so is a UTF-8 byte-order mark at the start of a file
+(editors on Windows write one). Every parsing problem stops with the file, the line number and
+the reason.
 """
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -26,9 +29,64 @@ from ..errors import UserError
 ImageFile.LOAD_TRUNCATED_IMAGES = True
 
 
-def read_list(path: Path, num_labels: int | None = None, what: str = "image list",
-              labels_from: str = "") -> tuple[list[str], np.ndarray]:
-    """Parse one list file.
+class ImageList(NamedTuple):
+    """A parsed list file: N relative paths as written, an (N, C) uint8 0/1 matrix, and the 1-based
+    line number of each image in the file (blank lines are skipped, so they need not be 1..N)."""
+
+    paths: list[str]
+    labels: np.ndarray
+    lines: np.ndarray
+
+
+def read_text(path: Path, what: str) -> str:
+    """A text file's content (UTF-8, a leading byte-order mark dropped).
+
+    Raises:
+        UserError: naming the file and its role when it is missing, a folder, unreadable or not UTF-8.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder, not a file; it must be a text file")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"cannot read {what} {path}: it is not UTF-8 text (byte {e.start} is "
+                        f"{e.object[e.start:e.start + 1]!r}); save it as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
+
+
+# A token that can only be part of a file name: it has a dot, a slash or a backslash, and is not a number.
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _looks_like_path(token: str) -> bool:
+    return any(c in token for c in "./\\") and not _NUMBER.fullmatch(token)
+
+
+def _split_line(path: Path, lineno: int, tokens: list[str], num_labels: int | None, labels_from: str):
+    """``(image path, label tokens)`` of one non-blank line, or a UserError saying what is wrong."""
+    last_path = max((k for k, t in enumerate(tokens) if _looks_like_path(t)), default=0)
+    if last_path > 0:
+        name = " ".join(tokens[:last_path + 1])
+        raise UserError(f"{path} line {lineno}: the image path {name!r} contains a space; paths may not contain "
+                        f"spaces (the format separates fields by spaces): rename the file or folder")
+    if num_labels is None and len(tokens) < 2:
+        raise UserError(f"{path} line {lineno}: expected an image path followed by 0/1 labels, "
+                        f"found only {tokens[0]!r}")
+    if num_labels is not None and len(tokens) != num_labels + 1:
+        source = f" ({labels_from})" if labels_from else ""
+        raise UserError(f"{path} line {lineno}: expected an image path followed by {num_labels} labels{source}, "
+                        f"found {len(tokens) - 1} (paths may not contain spaces)")
+    for col, value in enumerate(tokens[1:], start=1):
+        if value != "0" and value != "1":
+            raise UserError(f"{path} line {lineno}: label {col} is {value!r}, labels must be 0 or 1")
+    return tokens[0], tokens[1:]
+
+
+def read_image_list(path: Path, num_labels: int | None = None, what: str = "image list",
+                    labels_from: str = "") -> ImageList:
+    """Parse one list file, keeping each image's line number.
 
     Args:
         path: the list file.
@@ -37,54 +95,49 @@ def read_list(path: Path, num_labels: int | None = None, what: str = "image list
         what: how error messages name the file's role (e.g. "NUS-WIDE train list").
         labels_from: where ``num_labels`` comes from, for error messages (e.g. "as in train.txt").
 
-    Returns:
-        ``(paths, labels)``: N relative paths as written, and an (N, C) uint8 0/1 matrix.
-
     Raises:
-        UserError: unreadable file, a line with the wrong number of labels or a label not 0/1, no lines.
+        UserError: unreadable file, a path with a space, a line with the wrong number of labels or a
+            label not 0/1, no lines.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {what} {path}: {e}") from None
+    text = read_text(path, what)
     paths: list[str] = []
     rows: list[list[str]] = []
+    numbers: list[int] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
         if not tokens:
             continue
+        image, labels = _split_line(path, lineno, tokens, num_labels, labels_from)
         if num_labels is None:
-            num_labels = len(tokens) - 1
-            if num_labels < 1:
-                raise UserError(f"{path} line {lineno}: expected an image path followed by 0/1 labels, "
-                                f"found only {tokens[0]!r}")
-        if len(tokens) != num_labels + 1:
-            source = f" ({labels_from})" if labels_from else ""
-            raise UserError(f"{path} line {lineno}: expected an image path followed by {num_labels} labels{source}, "
-                            f"found {len(tokens) - 1} (paths may not contain spaces)")
-        labels = tokens[1:]
-        for col, value in enumerate(labels, start=1):
-            if value != "0" and value != "1":
-                raise UserError(f"{path} line {lineno}: label {col} is {value!r}, labels must be 0 or 1")
-        paths.append(tokens[0])
+            num_labels = len(labels)
+        paths.append(image)
         rows.append(labels)
+        numbers.append(lineno)
     if not paths:
         raise UserError(f"{what} {path} has no image lines; expected lines like 'images/0001.jpg 0 1 0 ...'")
     labels = np.array(rows, dtype=np.uint8)  # "0"/"1" strings convert exactly
-    return paths, labels
+    return ImageList(paths, labels, np.array(numbers, dtype=np.int64))
+
+
+def read_list(path: Path, num_labels: int | None = None, what: str = "image list",
+              labels_from: str = "") -> tuple[list[str], np.ndarray]:
+    """``(paths, labels)`` of :func:`read_image_list` (same arguments and errors)."""
+    parsed = read_image_list(path, num_labels, what, labels_from)
+    return parsed.paths, parsed.labels
 
 
 def read_class_names(path: Path, num_classes: int) -> tuple[str, ...] | None:
     """Class names, one a line, from an optional ``classes.txt``; ``None`` when it does not exist.
 
     Raises:
-        UserError: the file does not hold exactly ``num_classes`` non-empty names.
+        UserError: the file is a folder, is not UTF-8, or does not hold exactly ``num_classes``
+            distinct non-empty names.
     """
     path = Path(path)
     if not path.exists():
         return None
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(path, "class-name file").splitlines() if line.strip()]
     if len(names) != num_classes:
         raise UserError(f"{path} lists {len(names)} class names but the image lists have {num_classes} label "
                         f"columns; write one name a line, in label-column order")
@@ -125,8 +178,33 @@ class ImageFiles:
         return f"ImageFiles({len(self.paths)} files)"
 
 
-def require_files(paths: Sequence[str], what: str) -> None:
-    """Stop with the first path that does not exist (a cheap check before a long run starts)."""
+def require_files(paths: Sequence[str], what: str, hint: str = "") -> None:
+    """Stop with the first path that does not exist (a cheap check before a long run starts);
+    ``hint`` (e.g. where the images come from) is appended to the message."""
     for p in paths:
         if not os.path.isfile(p):
-            raise UserError(f"{what}: image {p} does not exist")
+            raise UserError(f"{what}: image {p} does not exist{hint}")
+
+
+def output_folder(out: Path, names: Sequence[str], overwrite: bool) -> Path:
+    """Check that ``out`` can receive the files ``names`` of a ``prepare`` command, and create it.
+
+    Raises:
+        UserError: ``out`` is a file, cannot be created, or already holds one of ``names`` while
+            ``overwrite`` is off (nothing a user made is replaced silently).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give the folder to write {', '.join(names)} into")
+    existing = [n for n in names if (out / n).exists()]
+    if existing and not overwrite:
+        raise UserError(f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them, or choose "
+                        f"another --out")
+    for n in existing:
+        if (out / n).is_dir():
+            raise UserError(f"{out / n} is a folder; move it away before writing {n} there")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the folder --out {out}: {e.strerror or e}") from None
+    return out

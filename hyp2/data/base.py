@@ -7,6 +7,7 @@ DataLoader workers; nothing holds a whole dataset decoded in memory.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,9 +32,12 @@ class DataOptions:
         seed: seed for splits drawn at random (Flickr-25k) and generated data (demo uses its own).
         cache: keep resized uint8 images in a memory-mapped file (``--cache``).
         voc_url: base URL replacing the official VOC host (``--voc_url`` / ``HYP2_VOC_URL``).
-        check_md5: verify downloaded archives' MD5 (``--no_md5`` turns it off).
-        split_file: a JSON list of indices fixing a split (Flickr-25k, ``--split_file``).
-        download: allow network downloads when files are missing.
+        check_md5: verify archives against their published checksum -- VOC's MD5, COCO's size
+            (``--no_md5`` turns it off, for a mirror's repacked archives). List files fetched from
+            the authors' repositories are always verified.
+        split_file: a JSON list of indices fixing a split (Flickr-25k, ``--split_file``; it wins over
+            the authors' ``flickr.txt``).
+        download: allow network downloads (archives, the authors' list files) when files are missing.
     """
 
     root: Path = Path("data")
@@ -77,6 +81,30 @@ def normalize_uint8(x: torch.Tensor, flip: bool = False) -> torch.Tensor:
     return (x.to(torch.float32) / 255.0 - mean) / std
 
 
+class ListLines:
+    """Where a split's items come from: item ``i`` is line ``lines[i]`` (1-based) of ``file``.
+
+    Kept beside the labels so a message can point at the line to fix ("nus_wide/test.txt line 17");
+    one int64 per item, so it costs nothing next to the images.
+    """
+
+    def __init__(self, file: str | os.PathLike, lines: Sequence[int] | np.ndarray):
+        self.file = os.fspath(file)
+        self.lines = np.asarray(lines, dtype=np.int64).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def head(self, n: int) -> "ListLines":
+        return ListLines(self.file, self.lines[:n])
+
+    def where(self, i: int) -> str:
+        return f"{self.file} line {int(self.lines[i])}"
+
+    def __repr__(self) -> str:
+        return f"ListLines({self.file!r}, {len(self.lines)} lines)"
+
+
 class LabelledImages(Dataset):
     """One split: image identifiers, a (N, C) 0/1 label matrix, and a way to load image ``i``.
 
@@ -87,17 +115,22 @@ class LabelledImages(Dataset):
         labels: (N, C) array of 0/1.
         load: ``load(i) -> PIL.Image`` in RGB; must be picklable (a bound method or a class).
         transform: PIL image -> tensor, e.g. :func:`image_transform`.
+        origin: where each item's labels were read (a list file and N line numbers), or ``None``
+            when they come from no line (generated data); messages then name the item's id.
     """
 
     def __init__(self, ids: Sequence[str], labels: np.ndarray, load: Callable[[int], Image.Image],
-                 transform: Callable[[Image.Image], torch.Tensor]):
+                 transform: Callable[[Image.Image], torch.Tensor], origin: ListLines | None = None):
         labels = np.asarray(labels)
         if labels.ndim != 2 or len(ids) != labels.shape[0]:
             raise ValueError(f"labels must be (N, C) with N = len(ids) = {len(ids)}, got {labels.shape}")
+        if origin is not None and len(origin) != len(ids):
+            raise ValueError(f"origin must give one line per item: {len(origin)} lines for {len(ids)} items")
         self.ids = list(ids)
         self.labels = labels.astype(np.uint8, copy=False)
         self.load = load
         self.transform = transform
+        self.origin = origin
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -107,11 +140,20 @@ class LabelledImages(Dataset):
         return self.transform(img), torch.from_numpy(self.labels[i].astype(np.float32)), i
 
     def with_transform(self, transform) -> "LabelledImages":
-        return LabelledImages(self.ids, self.labels, self.load, transform)
+        return LabelledImages(self.ids, self.labels, self.load, transform, self.origin)
+
+    def with_loader(self, load: Callable[[int], Image.Image]) -> "LabelledImages":
+        """The same items served by another loader (``--cache``'s memory map)."""
+        return LabelledImages(self.ids, self.labels, load, self.transform, self.origin)
 
     def head(self, n: int) -> "LabelledImages":
         """The first ``n`` items (same loader: item ``i`` stays item ``i``)."""
-        return LabelledImages(self.ids[:n], self.labels[:n], self.load, self.transform)
+        origin = None if self.origin is None else self.origin.head(n)
+        return LabelledImages(self.ids[:n], self.labels[:n], self.load, self.transform, origin)
+
+    def where(self, i: int) -> str:
+        """Where item ``i`` comes from: ``"<list file> line <n>"``, or its id when no line is known."""
+        return self.origin.where(i) if self.origin is not None else self.ids[i]
 
 
 @dataclass(frozen=True)
@@ -123,6 +165,14 @@ class RetrievalData:
         classes: C class names, in label-column order.
         train, query, database: the splits (train uses the training transform).
         topk: the protocol's K for mAP@K; ``None`` means the whole database.
+        provenance: which data and which split a run used, for its log and JSON header: short
+            keys mapping to one-line values, strings only (JSON as it is). The keys in use:
+            ``"lists"`` -- where the image lists or labels came from (e.g. the official files of a
+            third-party repository at a pinned commit, verified; or the user's own files);
+            ``"split"`` -- how train / query / database were formed (an official split file,
+            ``--split_file``, or drawn from a seed and saved where); ``"subset"`` -- set by
+            :func:`hyp2.data.load_dataset` when ``--subset`` kept only the first N of each split.
+            Two runs whose provenance differs did not see the same data. Empty when unknown.
     """
 
     name: str
@@ -131,6 +181,7 @@ class RetrievalData:
     query: LabelledImages
     database: LabelledImages
     topk: int | None
+    provenance: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -140,24 +191,27 @@ class RetrievalData:
 @dataclass(frozen=True)
 class DatasetInfo:
     """A registry entry. ``defaults`` overrides the CLI's defaults for this dataset (the demo
-    sets a small backbone and image size, for instance); explicit flags still win."""
+    sets a small backbone and image size, for instance); explicit flags still win. ``flags``
+    names the dataset-specific command-line flags it reads (``split_file``, ``voc_url``,
+    ``no_md5``); the CLI refuses them for datasets that would ignore them."""
 
     name: str
     build: Callable[[DataOptions], RetrievalData]
     description: str
     defaults: dict[str, Any] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, DatasetInfo] = {}
 
 
-def register(name: str, description: str, defaults: dict[str, Any] | None = None):
-    """Decorator registering ``build(options) -> RetrievalData`` under ``name``."""
+def register(name: str, description: str, defaults: dict[str, Any] | None = None, flags: tuple[str, ...] = ()):
+    """Decorator registering ``build(options) -> RetrievalData`` under ``name`` (see :class:`DatasetInfo`)."""
 
     def deco(build: Callable[[DataOptions], RetrievalData]):
         if name in _REGISTRY:
             raise ValueError(f"dataset {name!r} is registered twice")
-        _REGISTRY[name] = DatasetInfo(name, build, description, dict(defaults or {}))
+        _REGISTRY[name] = DatasetInfo(name, build, description, dict(defaults or {}), tuple(flags))
         return build
 
     return deco

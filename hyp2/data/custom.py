@@ -19,36 +19,39 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from ._cache import maybe_cache
-from ._lists import ImageFiles, default_class_names, read_class_names, read_list, require_files
-from .base import DataOptions, LabelledImages, RetrievalData, image_transform, register
+from ._download import git_blob
+from ._lists import ImageFiles, default_class_names, read_class_names, read_image_list, require_files
+from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
 
 LISTS = {"train": "train.txt", "query": "test.txt", "database": "database.txt"}
 
 
-def build_custom(options: DataOptions, progress: bool = True) -> RetrievalData:
+def build_custom(options: DataOptions) -> RetrievalData:
     """The three lists under ``options.root`` (see the module docstring)."""
     root = Path(options.root)
     size = options.image_size
     splits = {}
     num_labels = None
+    blobs = []
     for role in ("train", "query", "database"):
         path = root / LISTS[role]
         if not path.is_file():
             raise UserError(f"custom dataset: {path} is missing; put train.txt, test.txt (queries) and database.txt "
                             f"in {root}, each line an image path relative to {root} followed by 0/1 labels, "
                             f"e.g. 'images/cat1.jpg 1 0 1'")
-        rel, labels = read_list(path, num_labels, what=f"custom {role} list",
-                                labels_from="" if num_labels is None else "as in train.txt")
+        parsed = read_image_list(path, num_labels, what=f"custom {role} list",
+                                 labels_from="" if num_labels is None else "as in train.txt")
         if num_labels is None:
-            num_labels = labels.shape[1]
-        paths = [str(root / p) for p in rel]
+            num_labels = parsed.labels.shape[1]
+        paths = [str(root / p) for p in parsed.paths]
         require_files(paths, f"custom {role} list {path}")
-        load = ImageFiles(paths)
-        splits[role] = LabelledImages(rel, labels, load, image_transform(size, role == "train"))
+        splits[role] = LabelledImages(parsed.paths, parsed.labels, ImageFiles(paths),
+                                      image_transform(size, role == "train"), ListLines(path, parsed.lines))
+        blobs.append(f"{path} (git blob {git_blob(path)[:10]})")
     classes = read_class_names(root / "classes.txt", num_labels) or default_class_names(num_labels)
-    data = RetrievalData("custom", classes, splits["train"], splits["query"], splits["database"], topk=None)
-    return maybe_cache(data, options, progress=progress)
+    provenance = {"lists": ", ".join(blobs) + ": the user's own lists", "split": "as the three lists give it"}
+    return RetrievalData("custom", classes, splits["train"], splits["query"], splits["database"], topk=None,
+                         provenance=provenance)
 
 
 @register("custom", "your own images: train.txt, test.txt, database.txt under --data_root (path + 0/1 labels a "

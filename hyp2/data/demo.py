@@ -107,4 +107,6 @@ def build(options: DataOptions) -> RetrievalData:
     train = LabelledImages(ids[:NUM_TRAIN], labels[:NUM_TRAIN], train_load, image_transform(size, True))
     database = train.with_transform(image_transform(size, False))
     query = LabelledImages(ids[NUM_TRAIN:], labels[NUM_TRAIN:], query_load, image_transform(size, False))
-    return RetrievalData("demo", CLASSES, train, query, database, topk=None)
+    provenance = {"lists": f"generated in memory from the fixed seed {DEMO_SEED}",
+                  "split": f"the first {NUM_TRAIN} images = train = database, the next {NUM_QUERY} the queries"}
+    return RetrievalData("demo", CLASSES, train, query, database, topk=None, provenance=provenance)

@@ -1,46 +1,43 @@
-"""NUS-WIDE (``nuswide``): the 21 most frequent concepts, read from HashNet-format image lists.
+"""NUS-WIDE (``nuswide``): the 21 most frequent concepts, on the lists HyP²'s authors ship with their code.
 
 Data: Chua et al., "NUS-WIDE: A Real-World Web Image Database from National University of
 Singapore", CIVR 2009. Protocol as in HyP² (Xu et al., "HyP² Loss: Beyond Hypersphere Metric Space
-for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1), which uses the lists HashNet (Cao et al.,
-ICCV 2017) and DeepHash-pytorch distribute: 10,500 training images, 2,100 queries and a database
-of 193,734 images (the training images are in the database), mAP@5000.
+for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1) and its official code, which reads
+``data/nus_wide/{train,test,database}.txt`` from its repository: 10,500 training images, 2,100
+queries and a database of 193,734 images (the training images are in the database), mAP@5000.
+
+Those lists are the "TC-21" lists of DSDH (Li et al., NeurIPS 2017) as DeepHash-pytorch ships them
+in ``data/nuswide_21`` (train and test byte-identical): the 195,834 images of NUS-WIDE that carry
+one of the 21 most frequent concepts, named ``images/<nn>_<flickr id>.jpg``, e.g.
+``images/0484_1544502940.jpg 1 0 0 ... 0``. They are not HashNet's NUS-WIDE-m lists (another image
+set of 223,496 images, names like ``images/83796_799247112_276c55a843_m.jpg``).
 
 Files, under ``<root>/nus_wide/``: ``train.txt``, ``test.txt`` (the queries) and ``database.txt``,
 each line an image path relative to ``<root>/nus_wide/`` and 21 space-separated 0/1 labels
-(format: :mod:`hyp2.data._lists`), plus the images themselves. The lists do not name the concepts;
-an optional ``<root>/nus_wide/classes.txt`` (21 lines) does, otherwise they are ``class0``..``class20``.
+(format: :mod:`hyp2.data._lists`), plus the images. When the folder has no lists, the official
+ones are fetched from the authors' repository at a pinned commit and verified by git blob id
+(:mod:`hyp2.data._pinned`); lists of the user's own are used as they are, and a run's provenance
+says which. The images are not downloadable from a stable host: put them in
+``<root>/nus_wide/images/``. The lists do not name the concepts; an optional
+``<root>/nus_wide/classes.txt`` (21 lines) does, otherwise they are ``class0``..``class20``.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
-
-from ..errors import UserError
-from ._cache import maybe_cache
-from ._lists import ImageFiles, default_class_names, read_class_names, read_list, require_files
-from .base import DataOptions, LabelledImages, RetrievalData, image_transform, register
+from ._lists import ImageFiles, default_class_names, read_class_names, read_image_list, require_files
+from ._pinned import HYP2_REPO, ensure_pinned, pinned
+from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
 
 FOLDER = "nus_wide"
 NUM_LABELS = 21
 TOPK = 5000
 LISTS = {"train": "train.txt", "query": "test.txt", "database": "database.txt"}
-
-
-def _read(folder: Path, role: str, root: Path, check_files: bool) -> tuple[list[str], list[str], np.ndarray]:
-    path = folder / LISTS[role]
-    if not path.is_file():
-        raise UserError(f"NUS-WIDE {role} list {path} is missing: expected lines like 'images/0001_2124494179.jpg "
-                        f"0 1 0 ... 0' (a path relative to {folder} and {NUM_LABELS} labels 0/1); the usual lists are "
-                        f"data/nuswide_21/{{train,test,database}}.txt of DeepHash-pytorch or HashNet")
-    rel, labels = read_list(path, NUM_LABELS, what=f"NUS-WIDE {role} list")
-    paths = [str(folder / p) for p in rel]
-    if check_files:
-        require_files(paths, f"NUS-WIDE {role} list {path}")
-    ids = [os.path.relpath(p, root) for p in paths]
-    return ids, paths, labels
+#: The authors' lists (git blob ids and SHA-256: :mod:`hyp2.data._pinned`).
+OFFICIAL = pinned("nuswide")
+IMAGES_HINT = ("; the lists refer to the NUS-WIDE images as DSDH and DeepHash-pytorch distribute them "
+               "(images/<nn>_<flickr id>.jpg): put them in {folder}/images")
 
 
 def build_nuswide(options: DataOptions, check_files: bool = True, progress: bool = True) -> RetrievalData:
@@ -51,18 +48,26 @@ def build_nuswide(options: DataOptions, check_files: bool = True, progress: bool
     """
     root = Path(options.root)
     folder = root / FOLDER
+    found = ensure_pinned(folder, OFFICIAL, HYP2_REPO, "NUS-WIDE", download=options.download, progress=progress)
     size = options.image_size
     splits = {}
-    for role in ("train", "query", "database"):
-        ids, paths, labels = _read(folder, role, root, check_files)
-        splits[role] = LabelledImages(ids, labels, ImageFiles(paths), image_transform(size, role == "train"))
+    for role, name in LISTS.items():
+        path = folder / name
+        parsed = read_image_list(path, NUM_LABELS, what=f"NUS-WIDE {role} list")
+        paths = [str(folder / p) for p in parsed.paths]
+        if check_files:
+            require_files(paths, f"NUS-WIDE {role} list {path}", IMAGES_HINT.format(folder=folder))
+        ids = [os.path.relpath(p, root) for p in paths]
+        splits[role] = LabelledImages(ids, parsed.labels, ImageFiles(paths), image_transform(size, role == "train"),
+                                      ListLines(path, parsed.lines))
     classes = read_class_names(folder / "classes.txt", NUM_LABELS) or default_class_names(NUM_LABELS)
-    data = RetrievalData("nuswide", classes, splits["train"], splits["query"], splits["database"],
-                         topk=min(TOPK, len(splits["database"])))
-    return maybe_cache(data, options, progress=progress)
+    counts = ", ".join(f"{role} {len(split):,}" for role, split in splits.items())
+    provenance = {"lists": found.provenance(folder, HYP2_REPO), "split": f"as the lists give it ({counts})"}
+    return RetrievalData("nuswide", classes, splits["train"], splits["query"], splits["database"],
+                         topk=min(TOPK, len(splits["database"])), provenance=provenance)
 
 
-@register("nuswide", "NUS-WIDE, 21 concepts, HashNet/DeepHash lists in <root>/nus_wide: 10,500 train / 2,100 "
-                     "queries / 193,734 database, mAP@5000")
+@register("nuswide", "NUS-WIDE, 21 concepts, the HyP² authors' lists (fetched into <root>/nus_wide): 10,500 train / "
+                     "2,100 queries / 193,734 database, mAP@5000")
 def build(options: DataOptions) -> RetrievalData:
     return build_nuswide(options)

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ._cache import maybe_cache
-from ._download import check_md5, extract_into_place, fetch
-from ._lists import ImageFiles, require_files
-from .base import DataOptions, LabelledImages, RetrievalData, image_transform, register
+from ._download import check_md5, fetch
+from ._extract import extract_into_place
+from ._lists import ImageFiles, read_text, require_files
+from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
 
 CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
            "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -119,26 +119,29 @@ def parse_annotation(path: Path) -> list[int]:
     return sorted(found)
 
 
-def read_split(tree: Path, split: str, root: Path) -> tuple[list[str], np.ndarray, list[str]]:
+def read_split(tree: Path, split: str, root: Path) -> tuple[list[str], np.ndarray, list[str], ListLines]:
     """One ``ImageSets/Main/<split>.txt`` of a VOC tree.
 
     Returns:
-        ``(ids, labels, paths)``: ids relative to ``root``, (N, 20) uint8 labels, absolute image paths.
+        ``(ids, labels, paths, origin)``: ids relative to ``root``, (N, 20) uint8 labels, absolute
+        image paths, and the list file's line of each image.
     """
     list_file = tree / "ImageSets" / "Main" / f"{split}.txt"
     if not list_file.is_file():
         raise UserError(f"{list_file} is missing: the tree {tree} is incomplete (VOC2007 needs both the trainval "
                         f"and the test archive extracted into {root}); complete it, or delete {tree} to download again")
-    names = [line.split()[0] for line in list_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not names:
+    numbered = [(n, line.split()[0]) for n, line in enumerate(read_text(list_file, "VOC image set").splitlines(), 1)
+                if line.strip()]
+    if not numbered:
         raise UserError(f"{list_file} lists no images")
+    names = [name for _, name in numbered]
     labels = np.zeros((len(names), len(CLASSES)), np.uint8)
     for n, name in enumerate(names):
         labels[n, parse_annotation(tree / "Annotations" / f"{name}.xml")] = 1
     paths = [str(tree / "JPEGImages" / f"{name}.jpg") for name in names]
     require_files(paths, f"VOC list {list_file}")
     ids = [os.path.relpath(p, root) for p in paths]
-    return ids, labels, paths
+    return ids, labels, paths, ListLines(list_file, [n for n, _ in numbered])
 
 
 def build_voc(options: DataOptions, year: str, md5s: dict[str, str] | None = None,
@@ -150,21 +153,25 @@ def build_voc(options: DataOptions, year: str, md5s: dict[str, str] | None = Non
                       md5s=md5s, progress=progress)
     train_split, query_split, topk = PROTOCOL[year]
     size = options.image_size
-    db_ids, db_labels, db_paths = read_split(tree, train_split, root)
-    q_ids, q_labels, q_paths = read_split(tree, query_split, root)
-    db_load = ImageFiles(db_paths)
-    train = LabelledImages(db_ids, db_labels, db_load, image_transform(size, True))
+    db_ids, db_labels, db_paths, db_origin = read_split(tree, train_split, root)
+    q_ids, q_labels, q_paths, q_origin = read_split(tree, query_split, root)
+    train = LabelledImages(db_ids, db_labels, ImageFiles(db_paths), image_transform(size, True), db_origin)
     database = train.with_transform(image_transform(size, False))
-    query = LabelledImages(q_ids, q_labels, ImageFiles(q_paths), image_transform(size, False))
-    data = RetrievalData(f"voc{year}", CLASSES, train, query, database, topk=min(topk, len(database)))
-    return maybe_cache(data, options, progress=progress)
+    query = LabelledImages(q_ids, q_labels, ImageFiles(q_paths), image_transform(size, False), q_origin)
+    provenance = {"lists": f"{db_origin.file} and {q_origin.file}, labels from {tree / 'Annotations'}",
+                  "split": f"the official VOC{year} image sets: train = database = {train_split}, "
+                           f"query = {query_split}"}
+    return RetrievalData(f"voc{year}", CLASSES, train, query, database, topk=min(topk, len(database)),
+                         provenance=provenance)
 
 
-@register("voc2007", "PASCAL VOC 2007: 20 classes, trainval 5,011 = train = database, test 4,952 queries, mAP@5011")
+@register("voc2007", "PASCAL VOC 2007: 20 classes, trainval 5,011 = train = database, test 4,952 queries, mAP@5011",
+          flags=("voc_url", "no_md5"))
 def build_voc2007(options: DataOptions) -> RetrievalData:
     return build_voc(options, "2007")
 
 
-@register("voc2012", "PASCAL VOC 2012: 20 classes, train 5,717 = database, val 5,823 queries, mAP@5717")
+@register("voc2012", "PASCAL VOC 2012: 20 classes, train 5,717 = database, val 5,823 queries, mAP@5717",
+          flags=("voc_url", "no_md5"))
 def build_voc2012(options: DataOptions) -> RetrievalData:
     return build_voc(options, "2012")

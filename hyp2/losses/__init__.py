@@ -1,28 +1,21 @@
 """Hashing losses behind one registry (``--loss``). HyP² is the default; the paper's baselines
 live one per module beside it. Every module here not starting with ``_`` is imported on first use
-of the registry, so a new loss is one new file calling :func:`register_loss`."""
+of the registry, so a new loss is one new file: a :class:`HashLoss` subclass declaring its
+``options`` and decorated with :func:`register_loss`.
+
+Building, configuring and rebuilding a loss::
+
+    options = parse_loss_options("dpsh", ["eta=5"])            # --loss_opt eta=5 -> {"eta": 5.0}
+    loss = build_loss("dpsh", num_classes, num_bits, seed=0, options=options)
+    record = loss.hparams                                      # every option, resolved, JSON-able
+    same = build_loss("dpsh", num_classes, num_bits, seed=0, options=record)
+"""
 from __future__ import annotations
 
-from .._plugins import import_submodules
-from .base import HashLoss, LossSpec, _LOSSES, register_loss
+from .base import HashLoss
 from .hyp2 import HyP2Loss
+from .options import Derived, Option
+from .registry import LossSpec, build_loss, loss_names, loss_spec, parse_loss_options, register_loss
 
-__all__ = ["HashLoss", "HyP2Loss", "LossSpec", "build_loss", "loss_names", "register_loss"]
-
-
-def _load_all() -> None:
-    import_submodules(__name__)
-
-
-def loss_names() -> list[str]:
-    _load_all()
-    return sorted(_LOSSES)
-
-
-def build_loss(name: str, num_classes: int, num_bits: int, **options) -> HashLoss:
-    """Build the loss registered as ``name``. ``options`` (seed, beta, zeta, ...) go to its builder,
-    which takes what it understands. Unknown names raise ``ValueError`` naming the known ones."""
-    _load_all()
-    if name not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(sorted(_LOSSES))}")
-    return _LOSSES[name].build(num_classes, num_bits, **options)
+__all__ = ["Derived", "HashLoss", "HyP2Loss", "LossSpec", "Option", "build_loss", "loss_names", "loss_spec",
+           "parse_loss_options", "register_loss"]

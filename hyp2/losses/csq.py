@@ -37,31 +37,31 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _similarity as sim
-from .base import HashLoss, register_loss
+from ._batch import log_cosh, masked_mean
+from ._codes import hadamard, is_power_of_two, new_generator, random_signs, spread_random_codes
+from .base import HashLoss
+from .options import Option
+from .registry import register_loss
 
 
 def hash_centres(num_classes: int, num_bits: int, seed: int) -> tuple[torch.Tensor, str]:
     """CSQ's class centres: ((C, K) float32 ±1 tensor, ``"hadamard"`` or ``"bernoulli"``).
 
     Hadamard rows (then their negations) when K is a power of two and C ≤ 2K; otherwise the most
-    spread of 100 seeded Bernoulli(0.5) draws (:func:`._similarity.spread_random_codes`).
+    spread of 100 seeded Bernoulli(0.5) draws (:func:`._codes.spread_random_codes`).
     """
-    if sim.is_power_of_two(num_bits) and num_classes <= 2 * num_bits:
-        h = sim.hadamard(num_bits)
+    if is_power_of_two(num_bits) and num_classes <= 2 * num_bits:
+        h = hadamard(num_bits)
         return torch.cat([h, -h], dim=0)[:num_classes].clone(), "hadamard"
-    generator = sim.new_generator(seed)
-    return sim.spread_random_codes(num_classes, num_bits, generator), "bernoulli"
+    generator = new_generator(seed)
+    return spread_random_codes(num_classes, num_bits, generator), "bernoulli"
 
 
+@register_loss("csq", "CSQ central similarity to Hadamard/Bernoulli hash centres (Yuan et al., CVPR 2020)")
 class CSQLoss(HashLoss):
     """Central similarity to fixed hash centres + log-cosh quantization.
 
-    Args:
-        num_classes: C ≥ 1.
-        num_bits: K ≥ 1.
-        quant_weight: λ ≥ 0, weight of the quantization term (10⁻⁴).
-        seed: seeds the private generator of the Bernoulli centres and of ``tie_break``.
+    ``seed`` seeds the private generator of the Bernoulli centres and of ``tie_break``.
 
     Attributes:
         centres: (C, K) ±1 buffer, one hash centre per class (saved in the state dict).
@@ -71,32 +71,22 @@ class CSQLoss(HashLoss):
             loss = central + quant_weight · quant.
     """
 
-    name = "csq"
+    options = (
+        Option("quant_weight", 1e-4, "weight λ of the log-cosh quantization term",
+               "DeepHash-pytorch (swuxyj/DeepHash-pytorch, CSQ.py)", low=0.0),
+    )
 
-    def __init__(self, num_classes: int, num_bits: int, quant_weight: float = 1e-4,
-                 seed: int = 0) -> None:
-        super().__init__()
-        owner = type(self).__name__
-        self.num_classes = sim.check_int(owner, "num_classes", num_classes, 1)
-        self.num_bits = sim.check_int(owner, "num_bits", num_bits, 1)
-        self.quant_weight = sim.check_real(owner, "quant_weight", quant_weight, low=0.0)
-        if not sim.is_int(seed):
-            raise ValueError(f"{owner}: seed must be an integer, got {seed!r}")
-        centres, self.centre_method = hash_centres(self.num_classes, self.num_bits, int(seed))
+    def __init__(self, num_classes: int, num_bits: int, **options: object) -> None:
+        super().__init__(num_classes, num_bits, **options)
+        centres, self.centre_method = hash_centres(self.num_classes, self.num_bits, self.seed)
         # the tie-break vector has its own stream, so it does not depend on how many draws the
         # centres took
-        tie_break = sim.random_signs((self.num_bits,), sim.new_generator(int(seed) + 1))
+        tie_break = random_signs((self.num_bits,), new_generator(self.seed + 1))
         self.register_buffer("centres", centres)
         self.register_buffer("tie_break", tie_break)
 
-    @classmethod
-    def build(cls, num_classes: int, num_bits: int, *, seed: int = 0, **_ignored) -> "CSQLoss":
-        """Registry builder with the defaults above; options of other losses are ignored."""
-        return cls(num_classes, num_bits, seed=seed)
-
     def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, num_bits={self.num_bits}, "
-                f"quant_weight={self.quant_weight:g}, centres={self.centre_method}")
+        return f"{super().extra_repr()}, centres={self.centre_method}"
 
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
         """(B, K) ±1 centre of each sample from its (B, C) 0/1 labels.
@@ -111,24 +101,12 @@ class CSQLoss(HashLoss):
                            torch.where(centroid < 0, -torch.ones_like(centroid), tie))
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Loss of one batch.
-
-        Args:
-            h: (B, K) floating hash outputs (tanh is applied here).
-            y: (B, C) 0/1 labels.
-
-        Returns:
-            A scalar of h's dtype, differentiable w.r.t. h.
-        """
-        labels = sim.check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
+        """(B, K) outputs h (tanh applied here), (B, C) 0/1 labels y -> scalar of h's dtype."""
+        labels = self.check_batch(h, y)
         target01 = (self.targets(labels) + 1.0) / 2.0                   # (B, K) in {0, 1}
         # BCE((tanh h + 1)/2, t) == BCE-with-logits(2h, t), since (tanh x + 1)/2 = σ(2x)
         bce = F.binary_cross_entropy_with_logits(2.0 * h, target01, reduction="none").mean(dim=1)
-        central = sim.masked_mean(bce, labels.sum(dim=1) > 0)
-        quant = sim.log_cosh(torch.tanh(h).abs() - 1.0).mean()
+        central = masked_mean(bce, labels.sum(dim=1) > 0)
+        quant = log_cosh(torch.tanh(h).abs() - 1.0).mean()
         self._log(central=central, quant=quant)
         return central + self.quant_weight * quant
-
-
-register_loss("csq", "CSQ central similarity to Hadamard/Bernoulli hash centres "
-                     "(Yuan et al., CVPR 2020)")(CSQLoss.build)

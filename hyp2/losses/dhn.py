@@ -29,60 +29,33 @@ from __future__ import annotations
 
 import torch
 
-from . import _similarity as sim
-from .base import HashLoss, register_loss
+from ._batch import log_cosh, masked_mean, off_diagonal, pair_logistic, shares_label
+from .base import HashLoss
+from .options import Option
+from .registry import register_loss
 
 
+@register_loss("dhn", "DHN pairwise cross-entropy + log-cosh quantization (Zhu et al., AAAI 2016)")
 class DHNLoss(HashLoss):
     """DHN pairwise cross-entropy + log-cosh quantization.
-
-    Args:
-        num_classes: C ≥ 1 (checked against the labels of each batch).
-        num_bits: K ≥ 1.
-        quant_weight: λ ≥ 0, weight of the quantization term (paper's authors: 0.1).
 
     Attributes:
         components: after each forward, detached ``pair`` and ``quant`` (unweighted), so that
             loss = pair + quant_weight · quant.
     """
 
-    name = "dhn"
-
-    def __init__(self, num_classes: int, num_bits: int, quant_weight: float = 0.1) -> None:
-        super().__init__()
-        owner = type(self).__name__
-        self.num_classes = sim.check_int(owner, "num_classes", num_classes, 1)
-        self.num_bits = sim.check_int(owner, "num_bits", num_bits, 1)
-        self.quant_weight = sim.check_real(owner, "quant_weight", quant_weight, low=0.0)
-
-    @classmethod
-    def build(cls, num_classes: int, num_bits: int, **_ignored) -> "DHNLoss":
-        """Registry builder with the paper's defaults; options of other losses are ignored."""
-        return cls(num_classes, num_bits)
-
-    def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, num_bits={self.num_bits}, "
-                f"quant_weight={self.quant_weight:g}")
+    options = (
+        Option("quant_weight", 0.1, "weight λ of the log-cosh quantization term",
+               "authors' Caffe code (zhuhan1236/dhn-caffe, q_gamma: 0.1)", low=0.0),
+    )
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Loss of one batch.
-
-        Args:
-            h: (B, K) floating hash outputs (before any squashing; tanh is applied here).
-            y: (B, C) 0/1 labels.
-
-        Returns:
-            A scalar of h's dtype, differentiable w.r.t. h.
-        """
-        labels = sim.check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
+        """(B, K) outputs h (tanh applied here), (B, C) 0/1 labels y -> scalar of h's dtype."""
+        labels = self.check_batch(h, y)
         z = torch.tanh(h)                                               # (B, K)
-        s = sim.shares_label(labels).to(h.dtype)                        # (B, B)
+        s = shares_label(labels).to(h.dtype)                            # (B, B)
         inner = z @ z.T                                                 # (B, B)
-        pair = sim.masked_mean(sim.pair_logistic(inner, s), sim.off_diagonal(len(h), h.device))
-        quant = sim.log_cosh(z.abs() - 1.0).sum(dim=1).mean()
+        pair = masked_mean(pair_logistic(inner, s), off_diagonal(len(h), h.device))
+        quant = log_cosh(z.abs() - 1.0).sum(dim=1).mean()
         self._log(pair=pair, quant=quant)
         return pair + self.quant_weight * quant
-
-
-register_loss("dhn", "DHN pairwise cross-entropy + log-cosh quantization "
-                     "(Zhu et al., AAAI 2016)")(DHNLoss.build)

@@ -31,62 +31,36 @@ from __future__ import annotations
 
 import torch
 
-from . import _similarity as sim
-from .base import HashLoss, register_loss
+from ._batch import binarize, off_diagonal, pair_logistic, shares_label
+from .base import HashLoss
+from .options import Option
+from .registry import register_loss
 
 
+@register_loss("dpsh", "DPSH pairwise likelihood + quantization, in-batch pairs (Li et al., IJCAI 2016)")
 class DPSHLoss(HashLoss):
     """DPSH pairwise likelihood + η quantization, over in-batch pairs.
-
-    Args:
-        num_classes: C ≥ 1 (checked against the labels of each batch).
-        num_bits: K ≥ 1.
-        eta: η ≥ 0, weight of the quantization term (authors' code: 10).
 
     Attributes:
         components: after each forward, detached ``pair`` and ``quant`` (unweighted, both divided
             by the number of ordered pairs), so that loss = pair + eta · quant.
     """
 
-    name = "dpsh"
-
-    def __init__(self, num_classes: int, num_bits: int, eta: float = 10.0) -> None:
-        super().__init__()
-        owner = type(self).__name__
-        self.num_classes = sim.check_int(owner, "num_classes", num_classes, 1)
-        self.num_bits = sim.check_int(owner, "num_bits", num_bits, 1)
-        self.eta = sim.check_real(owner, "eta", eta, low=0.0)
-
-    @classmethod
-    def build(cls, num_classes: int, num_bits: int, **_ignored) -> "DPSHLoss":
-        """Registry builder with the published defaults; options of other losses are ignored."""
-        return cls(num_classes, num_bits)
-
-    def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, num_bits={self.num_bits}, eta={self.eta:g}"
+    options = (
+        Option("eta", 10.0, "weight η of the quantization term",
+               "authors' code (jiangqy/DPSH-pytorch, DPSH_CIFAR_10_demo.py)", low=0.0),
+    )
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Loss of one batch.
-
-        Args:
-            h: (B, K) floating outputs u, used as they are.
-            y: (B, C) 0/1 labels.
-
-        Returns:
-            A scalar of h's dtype, differentiable w.r.t. h.
-        """
-        labels = sim.check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
+        """(B, K) outputs h (used as they are: DPSH's u), (B, C) 0/1 labels y -> scalar of h's dtype."""
+        labels = self.check_batch(h, y)
         batch = h.shape[0]
         count = max(batch * (batch - 1), 1)
-        s = sim.shares_label(labels).to(h.dtype)
+        s = shares_label(labels).to(h.dtype)
         theta = 0.5 * (h @ h.T)
-        nll = sim.pair_logistic(theta, s)
-        pair = torch.where(sim.off_diagonal(batch, h.device), nll, torch.zeros_like(nll)).sum()
-        quant = (sim.binarize(h) - h).pow(2).sum()
+        nll = pair_logistic(theta, s)
+        pair = torch.where(off_diagonal(batch, h.device), nll, torch.zeros_like(nll)).sum()
+        quant = (binarize(h) - h).pow(2).sum()
         pair, quant = pair / count, quant / count
         self._log(pair=pair, quant=quant)
         return pair + self.eta * quant
-
-
-register_loss("dpsh", "DPSH pairwise likelihood + quantization, in-batch pairs "
-                      "(Li et al., IJCAI 2016)")(DPSHLoss.build)

@@ -29,8 +29,9 @@ the authors' code does not use it; by default c_ij = 1, and ``jaccard=True`` app
 index to similar pairs only.
 
 Project-wide choices (docs/losses.md): s_ij = 1 iff the samples share a label; pairs are the
-ordered in-batch pairs i ≠ j (the authors pair two independently drawn half-batches). The
-registry's ``beta`` option is HyP²'s pair weight, not HashNet's β, and is ignored here.
+ordered in-batch pairs i ≠ j (the authors pair two independently drawn half-batches). HyP²'s
+``beta`` (``--beta``) is its pair weight, not HashNet's β: HashNet has no ``beta`` option, its
+schedule starts at ``beta_init``.
 """
 from __future__ import annotations
 
@@ -38,22 +39,20 @@ import math
 
 import torch
 
-from . import _similarity as sim
-from .base import HashLoss, register_loss
+from ._batch import masked_mean, off_diagonal, pair_logistic, shares_label
+from .base import HashLoss
+from .options import Derived, Option
+from .registry import register_loss
 
 
+@register_loss("hashnet", "HashNet class-balanced pairwise cross-entropy with tanh(βz) continuation "
+                         "(Cao et al., ICCV 2017)")
 class HashNetLoss(HashLoss):
     """HashNet weighted pairwise cross-entropy with tanh(βz) continuation.
 
-    Args:
-        num_classes: C ≥ 1 (checked against the labels of each batch).
-        num_bits: K ≥ 1.
-        alpha: α > 0, the sigmoid's scale; ``None`` means the authors' 10 / K.
-        beta_init: β₀ > 0, β at iteration 0.
-        gamma: γ ≥ 0 of the schedule β = β₀ (1 + γ t)^power.
-        power: p ≥ 0 of the schedule.
-        step_size: β is refreshed every ``step_size`` ≥ 1 training iterations.
-        jaccard: weight similar pairs by the Jaccard index of their label sets (see module doc).
+    β = beta_init (1 + gamma t)^power, t the training iteration rounded down to a multiple of
+    ``step_size``; ``jaccard`` weights similar pairs by the Jaccard index of their label sets
+    (see the module doc).
 
     Attributes:
         step: long buffer, the number of training-mode forwards so far.
@@ -62,37 +61,22 @@ class HashNetLoss(HashLoss):
             so that loss = similar + dissimilar.
     """
 
-    name = "hashnet"
+    options = (
+        Option("alpha", Derived("10/K", lambda c, k: 10.0 / k), "scale α of the pairwise sigmoid",
+               "authors' code (thuml/HashNet, sigmoid_param = 10. / hash_bit)", low=0.0, open_low=True),
+        Option("beta_init", 1.0, "β₀, the tanh(βz) slope at iteration 0", "authors' code",
+               low=0.0, open_low=True),
+        Option("gamma", 0.005, "γ of the schedule β = β₀ (1 + γ t)^power", "authors' code (gamma)", low=0.0),
+        Option("power", 0.5, "exponent of the β schedule", "authors' code (power)", low=0.0),
+        Option("step_size", 200, "β is refreshed every step_size training iterations",
+               "authors' code (step_size)", low=1),
+        Option("jaccard", False, "weight similar pairs by the Jaccard index of their labels",
+               "paper's c_ij; off in the authors' code"),
+    )
 
-    def __init__(self, num_classes: int, num_bits: int, alpha: float | None = None,
-                 beta_init: float = 1.0, gamma: float = 0.005, power: float = 0.5,
-                 step_size: int = 200, jaccard: bool = False) -> None:
-        super().__init__()
-        owner = type(self).__name__
-        self.num_classes = sim.check_int(owner, "num_classes", num_classes, 1)
-        self.num_bits = sim.check_int(owner, "num_bits", num_bits, 1)
-        if alpha is None:
-            alpha = 10.0 / self.num_bits
-        self.alpha = sim.check_real(owner, "alpha", alpha, low=0.0, open_low=True)
-        self.beta_init = sim.check_real(owner, "beta_init", beta_init, low=0.0, open_low=True)
-        self.gamma = sim.check_real(owner, "gamma", gamma, low=0.0)
-        self.power = sim.check_real(owner, "power", power, low=0.0)
-        self.step_size = sim.check_int(owner, "step_size", step_size, 1)
-        if not isinstance(jaccard, bool):
-            raise ValueError(f"{owner}: jaccard must be True or False, got {jaccard!r}")
-        self.jaccard = jaccard
+    def __init__(self, num_classes: int, num_bits: int, **options: object) -> None:
+        super().__init__(num_classes, num_bits, **options)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
-
-    @classmethod
-    def build(cls, num_classes: int, num_bits: int, **_ignored) -> "HashNetLoss":
-        """Registry builder with the authors' defaults; other options (HyP²'s ``beta`` among
-        them) are ignored."""
-        return cls(num_classes, num_bits)
-
-    def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, num_bits={self.num_bits}, "
-                f"alpha={self.alpha:g}, beta_init={self.beta_init:g}, gamma={self.gamma:g}, "
-                f"power={self.power:g}, step_size={self.step_size}, jaccard={self.jaccard}")
 
     def beta_at(self, step: int) -> float:
         """β after ``step`` training iterations: β₀ (1 + γ t)^p, t = step rounded down to a
@@ -106,35 +90,24 @@ class HashNetLoss(HashLoss):
         return self.beta_at(int(self.step))
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Loss of one batch; in training mode, first advances :attr:`step` by one.
-
-        Args:
-            h: (B, K) floating pre-activations z (tanh(βz) is applied here).
-            y: (B, C) 0/1 labels.
-
-        Returns:
-            A scalar of h's dtype, differentiable w.r.t. h.
-        """
-        labels = sim.check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
+        """(B, K) pre-activations z (tanh(βz) applied here), (B, C) 0/1 labels y -> scalar of h's
+        dtype. In training mode, first advances :attr:`step` by one."""
+        labels = self.check_batch(h, y)
         if self.training:
             self.step += 1
         beta = self.beta
         code = torch.tanh(beta * h)                                     # (B, K)
-        share = sim.shares_label(labels)                                # (B, B) bool
-        pairs = sim.off_diagonal(len(h), h.device)
+        share = shares_label(labels)                                    # (B, B) bool
+        pairs = off_diagonal(len(h), h.device)
         theta = self.alpha * (code @ code.T)
-        nll = sim.pair_logistic(theta, share.to(h.dtype))
+        nll = pair_logistic(theta, share.to(h.dtype))
         similar_nll = nll
         if self.jaccard:
             inter = labels @ labels.T
             counts = labels.sum(dim=1)
             union = counts[:, None] + counts[None, :] - inter
             similar_nll = nll * (inter / union.clamp(min=1.0))
-        similar = sim.masked_mean(similar_nll, share & pairs)
-        dissimilar = sim.masked_mean(nll, ~share & pairs)
+        similar = masked_mean(similar_nll, share & pairs)
+        dissimilar = masked_mean(nll, ~share & pairs)
         self._log(similar=similar, dissimilar=dissimilar, beta=beta)
         return similar + dissimilar
-
-
-register_loss("hashnet", "HashNet class-balanced pairwise cross-entropy with tanh(βz) "
-                         "continuation (Cao et al., ICCV 2017)")(HashNetLoss.build)

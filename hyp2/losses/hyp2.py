@@ -39,26 +39,19 @@ positive, or without any negative entry) and gets NaN, an empty mean is 0 here.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import codetable
-from ..validate import is_int, is_real
-from .base import HashLoss, register_loss
+from ._batch import masked_mean
+from ._codes import new_generator
+from .base import HashLoss
+from .options import Derived, Option
+from .registry import register_loss
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over ``mask`` (same shape), 0 when the mask is empty (not NaN).
-
-    Done as a masked sum over a clamped count, so no data-dependent indexing and no host sync.
-    """
-    total = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
-    return total.sum() / mask.sum().clamp(min=1).to(values.dtype)
-
-
+@register_loss("hyp2", "HyP² hybrid proxy-pair loss (Xu et al., ACM MM 2022); the default")
 class HyP2Loss(HashLoss):
     """HyP² loss with learnable class proxies.
 
@@ -66,7 +59,7 @@ class HyP2Loss(HashLoss):
         num_classes: C, the number of labels (≥ 1).
         num_bits: K, the hash length (≥ 1).
         zeta: ζ ∈ [−1, 1], the hinge on cosines to negative proxies and irrelevant samples;
-            usually :func:`hyp2.codetable.zeta` (K, C), which :meth:`build` fills in.
+            usually :func:`hyp2.codetable.zeta` (K, C), which ``build_loss`` fills in.
         beta: β ≥ 0, weight of the irrelevant-pair term (the official default 0.5).
         seed: seeds the private generator that initialises the proxies.
 
@@ -77,90 +70,42 @@ class HyP2Loss(HashLoss):
             loss = proxy_pos + proxy_neg + beta · pair.
     """
 
-    name = "hyp2"
+    options = (
+        Option("zeta", Derived("from the code table", lambda c, k: codetable.zeta(k, c)),
+               "hinge ζ on cosines to negative proxies and irrelevant samples",
+               "paper: 1 − 2d/K, d of the best known binary linear [K, ⌈log₂ C⌉] code (the official "
+               "code reads codetable.xlsx)", low=-1.0, high=1.0),
+        Option("beta", 0.5, "weight β of the irrelevant-pair term",
+               "official code (--beta, default 0.5)", low=0.0),
+    )
 
     def __init__(self, num_classes: int, num_bits: int, zeta: float, beta: float = 0.5,
                  seed: int = 0) -> None:
-        super().__init__()
-        if not is_int(num_classes) or num_classes < 1:
-            raise ValueError(f"HyP2Loss: num_classes must be an integer >= 1, got {num_classes!r}")
-        if not is_int(num_bits) or num_bits < 1:
-            raise ValueError(f"HyP2Loss: num_bits must be an integer >= 1, got {num_bits!r}")
-        if not is_real(zeta) or not math.isfinite(zeta) or not -1.0 <= zeta <= 1.0:
-            raise ValueError(f"HyP2Loss: zeta must be a finite number in [-1, 1], got {zeta!r}")
-        if not is_real(beta) or not math.isfinite(beta) or beta < 0:
-            raise ValueError(f"HyP2Loss: beta must be a finite number >= 0, got {beta!r}")
-        if not is_int(seed):
-            raise ValueError(f"HyP2Loss: seed must be an integer, got {seed!r}")
-        self.num_classes = int(num_classes)
-        self.num_bits = int(num_bits)
-        self.zeta = float(zeta)
-        self.beta = float(beta)
-        generator = torch.Generator().manual_seed(int(seed))
+        super().__init__(num_classes, num_bits, seed=seed, zeta=zeta, beta=beta)
         proxies = torch.empty(self.num_classes, self.num_bits)
         # For a (C, K) weight torch's fan_out is C: std = gain / √C with gain √2 (leaky_relu, a=0).
-        nn.init.kaiming_normal_(proxies, mode="fan_out", generator=generator)
+        nn.init.kaiming_normal_(proxies, mode="fan_out", generator=new_generator(self.seed))
         self.proxies = nn.Parameter(proxies)
 
-    @classmethod
-    def build(cls, num_classes: int, num_bits: int, *, seed: int = 0, beta: float = 0.5,
-              zeta: float | None = None, **_ignored) -> "HyP2Loss":
-        """Registry builder: ``zeta=None`` takes ζ from the code table for (K, C); options meant
-        for other losses are ignored."""
-        if zeta is None:
-            zeta = codetable.zeta(num_bits, num_classes)
-        return cls(num_classes, num_bits, zeta, beta=beta, seed=seed)
-
-    def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, num_bits={self.num_bits}, "
-                f"zeta={self.zeta:.6g}, beta={self.beta:g}")
-
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Loss of one batch.
-
-        Args:
-            h: (B, K) floating hash outputs (before the sign); the loss is computed in h's dtype.
-            y: (B, C) labels with values in {0, 1} (any dtype, bool included).
-
-        Returns:
-            A scalar tensor of h's dtype, differentiable w.r.t. h and :attr:`proxies`.
-        """
-        if not torch.is_tensor(h) or h.dim() != 2 or h.shape[1] != self.num_bits:
-            raise ValueError(f"HyP2Loss: h must be a (B, K={self.num_bits}) tensor, "
-                             f"got {tuple(h.shape) if torch.is_tensor(h) else type(h).__name__}")
-        if not h.is_floating_point():
-            raise ValueError(f"HyP2Loss: h must be a floating tensor, got dtype {h.dtype}")
-        batch = h.shape[0]
-        if batch == 0:
-            raise ValueError("HyP2Loss: empty batch (h has 0 rows)")
-        if not torch.is_tensor(y) or y.shape != (batch, self.num_classes):
-            raise ValueError(f"HyP2Loss: y must be a (B={batch}, C={self.num_classes}) tensor "
-                             f"matching h, got "
-                             f"{tuple(y.shape) if torch.is_tensor(y) else type(y).__name__}")
-        y = y.to(device=h.device)
-        positive = y == 1
-        negative = y == 0
-        if not bool((positive | negative).all()):
-            raise ValueError("HyP2Loss: y must hold only 0/1 labels")
+        """(B, K) outputs h (before the sign), (B, C) 0/1 labels y -> scalar of h's dtype,
+        differentiable w.r.t. h and :attr:`proxies`."""
+        labels = self.check_batch(h, y)                             # (B, C) 0/1 in h's dtype
+        positive = labels > 0
 
         unit_h = F.normalize(h, p=2, dim=1)
         unit_p = F.normalize(self.proxies.to(h.dtype), p=2, dim=1)
         cos = unit_h @ unit_p.T                                     # (B, C)
 
-        proxy_pos = _masked_mean(1.0 - cos, positive)
-        proxy_neg = _masked_mean(F.relu(cos - self.zeta), negative)
+        proxy_pos = masked_mean(1.0 - cos, positive)
+        proxy_neg = masked_mean(F.relu(cos - self.zeta), ~positive)
 
-        labels = positive.to(h.dtype)                               # (B, C) 0/1
         multi = labels.sum(dim=1) > 1                               # (B,) samples with ≥ 2 labels
         # irrelevant ordered pairs among multi-label samples; the diagonal never qualifies,
         # as y_i·y_i = |y_i| ≥ 2 there
         irrelevant = (labels @ labels.T == 0) & multi[:, None] & multi[None, :]   # (B, B)
         sim = unit_h @ unit_h.T                                     # (B, B)
-        pair = _masked_mean(F.relu(sim - self.zeta), irrelevant)
+        pair = masked_mean(F.relu(sim - self.zeta), irrelevant)
 
         self._log(proxy_pos=proxy_pos, proxy_neg=proxy_neg, pair=pair)
         return proxy_pos + proxy_neg + self.beta * pair
-
-
-register_loss("hyp2", "HyP² hybrid proxy-pair loss (Xu et al., ACM MM 2022); the default")(
-    HyP2Loss.build)

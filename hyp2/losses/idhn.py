@@ -29,20 +29,18 @@ from __future__ import annotations
 
 import torch
 
-from . import _similarity as sim
-from .base import HashLoss, register_loss
+from ._batch import label_cosine, off_diagonal, pair_logistic
+from .base import HashLoss
+from .options import Option
+from .registry import register_loss
 
 
+@register_loss("idhn", "IDHN soft pairwise similarity: cross-entropy + MSE + quantization "
+                      "(Zhang et al., IEEE TMM 2019)")
 class IDHNLoss(HashLoss):
     """IDHN soft-similarity loss: cross-entropy on hard pairs, MSE on soft pairs, quantization.
 
-    Args:
-        num_classes: C ≥ 1 (checked against the labels of each batch).
-        num_bits: K ≥ 1.
-        scale: β > 0, Θ_ij = β ⟨u_i, u_j⟩ / K (authors: 5).
-        soft_weight: γ ≥ 0, weight of the squared error on soft pairs (authors: 0.1).
-        quant_weight: λ ≥ 0, weight of the quantization term (authors: 0.1).
-        threshold: t ∈ [0, 0.5); pairs with s < t or s > 1 − t are hard (authors: 0.01).
+    Pairs with label cosine s < threshold or s > 1 − threshold are hard, the others soft.
 
     Attributes:
         components: after each forward, detached ``hard`` (Σ of ℓ over hard pairs),
@@ -51,60 +49,31 @@ class IDHNLoss(HashLoss):
             + quant_weight · quant.
     """
 
-    name = "idhn"
-
-    def __init__(self, num_classes: int, num_bits: int, scale: float = 5.0,
-                 soft_weight: float = 0.1, quant_weight: float = 0.1,
-                 threshold: float = 0.01) -> None:
-        super().__init__()
-        owner = type(self).__name__
-        self.num_classes = sim.check_int(owner, "num_classes", num_classes, 1)
-        self.num_bits = sim.check_int(owner, "num_bits", num_bits, 1)
-        self.scale = sim.check_real(owner, "scale", scale, low=0.0, open_low=True)
-        self.soft_weight = sim.check_real(owner, "soft_weight", soft_weight, low=0.0)
-        self.quant_weight = sim.check_real(owner, "quant_weight", quant_weight, low=0.0)
-        self.threshold = sim.check_real(owner, "threshold", threshold, low=0.0)
-        if self.threshold >= 0.5:
-            raise ValueError(f"{owner}: threshold must be < 0.5 (hard pairs are s < t or "
-                             f"s > 1 - t), got {threshold!r}")
-
-    @classmethod
-    def build(cls, num_classes: int, num_bits: int, **_ignored) -> "IDHNLoss":
-        """Registry builder with the authors' defaults; options of other losses are ignored."""
-        return cls(num_classes, num_bits)
-
-    def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, num_bits={self.num_bits}, scale={self.scale:g}, "
-                f"soft_weight={self.soft_weight:g}, quant_weight={self.quant_weight:g}, "
-                f"threshold={self.threshold:g}")
+    options = (
+        Option("scale", 5.0, "β in Θ_ij = β ⟨u_i, u_j⟩ / K", "authors' code (pectinid16/IDHN, belta)",
+               low=0.0, open_low=True),
+        Option("soft_weight", 0.1, "weight γ of the squared error on soft pairs", "authors' code (gama)",
+               low=0.0),
+        Option("quant_weight", 0.1, "weight λ of the quantization term", "authors' code (alpha)", low=0.0),
+        Option("threshold", 0.01, "pairs with s < t or s > 1 − t are hard", "authors' code (0.01 / 0.99)",
+               low=0.0, high=0.5, open_high=True),
+    )
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Loss of one batch.
-
-        Args:
-            h: (B, K) floating hash outputs (softsign is applied here).
-            y: (B, C) 0/1 labels.
-
-        Returns:
-            A scalar of h's dtype, differentiable w.r.t. h.
-        """
-        labels = sim.check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
+        """(B, K) outputs h (softsign applied here), (B, C) 0/1 labels y -> scalar of h's dtype."""
+        labels = self.check_batch(h, y)
         k = float(self.num_bits)
         u = h / (1.0 + h.abs())                                         # softsign, (B, K)
-        s = sim.label_cosine(labels)                                    # (B, B) in [0, 1]
+        s = label_cosine(labels)                                        # (B, B) in [0, 1]
         inner = u @ u.T
         hard = (s < self.threshold) | (s > 1.0 - self.threshold)
-        pairs = sim.off_diagonal(len(h), h.device)
+        pairs = off_diagonal(len(h), h.device)
         count = pairs.sum().clamp(min=1).to(h.dtype)
         zero = torch.zeros((), dtype=h.dtype, device=h.device)
-        cross_entropy = sim.pair_logistic(self.scale * inner / k, s)
+        cross_entropy = pair_logistic(self.scale * inner / k, s)
         squared = k * ((inner + k) / (2.0 * k) - s).pow(2)
         hard_part = torch.where(hard & pairs, cross_entropy, zero).sum() / count
         soft_part = torch.where(~hard & pairs, squared, zero).sum() / count
         quant = (u.abs() - 1.0).abs().mean()
         self._log(hard=hard_part, soft=soft_part, quant=quant)
         return hard_part + self.soft_weight * soft_part + self.quant_weight * quant
-
-
-register_loss("idhn", "IDHN soft pairwise similarity: cross-entropy + MSE + quantization "
-                      "(Zhang et al., IEEE TMM 2019)")(IDHNLoss.build)

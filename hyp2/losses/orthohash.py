@@ -35,8 +35,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _similarity as sim
-from .base import HashLoss, register_loss
+from ._batch import binarize, masked_mean
+from ._codes import hadamard, is_power_of_two, new_generator, random_signs
+from .base import HashLoss
+from .options import Option
+from .registry import register_loss
 
 _CODEBOOKS = ("bernoulli", "hadamard")
 
@@ -49,85 +52,55 @@ def make_codebook(num_classes: int, num_bits: int, method: str, seed: int) -> to
     (seed unused); ``ValueError`` unless K is a power of two and C ≤ K.
     """
     if method == "bernoulli":
-        return sim.random_signs((num_classes, num_bits), sim.new_generator(seed))
+        return random_signs((num_classes, num_bits), new_generator(seed))
     if method == "hadamard":
-        if not sim.is_power_of_two(num_bits) or num_classes > num_bits:
+        if not is_power_of_two(num_bits) or num_classes > num_bits:
             raise ValueError(f"OrthoHashLoss: a Hadamard codebook needs K a power of two and "
                              f"C <= K, got K={num_bits}, C={num_classes}; use "
                              f"codebook='bernoulli'")
-        return sim.hadamard(num_bits)[:num_classes].clone()
+        return hadamard(num_bits)[:num_classes].clone()
     raise ValueError(f"OrthoHashLoss: codebook must be one of {', '.join(_CODEBOOKS)}, "
                      f"got {method!r}")
 
 
+@register_loss("orthohash", "OrthoHash cosine-margin cross-entropy to a ±1 codebook, label smoothing "
+                           "for multi-label (Hoe et al., NeurIPS 2021)")
 class OrthoHashLoss(HashLoss):
     """Cosine-margin cross-entropy against a fixed ±1 codebook, label smoothing for multi-label.
 
-    Args:
-        num_classes: C ≥ 1.
-        num_bits: K ≥ 1.
-        scale: s > 0 (authors: 8).
-        margin: m ≥ 0, the cosine margin on the true classes (authors: 0.2).
-        quant_weight: λ ≥ 0 of the cosine quantization term (authors: 0).
-        codebook: ``"bernoulli"`` (authors' default) or ``"hadamard"``.
-        seed: seeds the private generator of a Bernoulli codebook.
+    ``seed`` seeds the private generator of a Bernoulli codebook.
 
     Attributes:
         codebook: (C, K) ±1 buffer.
+        codebook_method: the ``codebook`` option, ``"bernoulli"`` or ``"hadamard"``.
         components: after each forward, detached ``ce`` and ``quant`` (unweighted), so that
             loss = ce + quant_weight · quant.
     """
 
-    name = "orthohash"
+    options = (
+        Option("scale", 8.0, "scale s of the cosine logits", "authors' code (kamwoh/orthohash, --scale)",
+               low=0.0, open_low=True),
+        Option("margin", 0.2, "cosine margin m on the true classes", "authors' code (--margin)", low=0.0),
+        Option("quant_weight", 0.0, "weight λ of the cosine quantization term", "authors' code (--quan 0)",
+               low=0.0),
+        Option("codebook", "bernoulli", "codewords: Bernoulli(0.5) bits, or Hadamard rows (K = 2^n, C ≤ K)",
+               "authors' code (--codebook-method B)", choices=_CODEBOOKS, attr="codebook_method"),
+    )
 
-    def __init__(self, num_classes: int, num_bits: int, scale: float = 8.0, margin: float = 0.2,
-                 quant_weight: float = 0.0, codebook: str = "bernoulli", seed: int = 0) -> None:
-        super().__init__()
-        owner = type(self).__name__
-        self.num_classes = sim.check_int(owner, "num_classes", num_classes, 1)
-        self.num_bits = sim.check_int(owner, "num_bits", num_bits, 1)
-        self.scale = sim.check_real(owner, "scale", scale, low=0.0, open_low=True)
-        self.margin = sim.check_real(owner, "margin", margin, low=0.0)
-        self.quant_weight = sim.check_real(owner, "quant_weight", quant_weight, low=0.0)
-        if not sim.is_int(seed):
-            raise ValueError(f"{owner}: seed must be an integer, got {seed!r}")
-        self.codebook_method = codebook
+    def __init__(self, num_classes: int, num_bits: int, **options: object) -> None:
+        super().__init__(num_classes, num_bits, **options)
         self.register_buffer("codebook", make_codebook(self.num_classes, self.num_bits,
-                                                       codebook, int(seed)))
-
-    @classmethod
-    def build(cls, num_classes: int, num_bits: int, *, seed: int = 0,
-              **_ignored) -> "OrthoHashLoss":
-        """Registry builder with the authors' defaults; options of other losses are ignored."""
-        return cls(num_classes, num_bits, seed=seed)
-
-    def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, num_bits={self.num_bits}, scale={self.scale:g}, "
-                f"margin={self.margin:g}, quant_weight={self.quant_weight:g}, "
-                f"codebook={self.codebook_method}")
+                                                       self.codebook_method, self.seed))
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Loss of one batch.
-
-        Args:
-            h: (B, K) floating continuous codes (used as they are).
-            y: (B, C) 0/1 labels.
-
-        Returns:
-            A scalar of h's dtype, differentiable w.r.t. h.
-        """
-        labels = sim.check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
+        """(B, K) continuous codes h (used as they are), (B, C) 0/1 labels y -> scalar of h's dtype."""
+        labels = self.check_batch(h, y)
         cos = F.normalize(h, dim=1) @ F.normalize(self.codebook.to(h.dtype), dim=1).T  # (B, C)
         logits = self.scale * (cos - self.margin * labels)
         counts = labels.sum(dim=1, keepdim=True)
         target = labels / counts.clamp(min=1.0)                  # label smoothing; 0 if no label
         per_sample = -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
-        ce = sim.masked_mean(per_sample, counts.squeeze(1) > 0)
-        quant = (1.0 - F.cosine_similarity(h, sim.binarize(h), dim=1)).mean()
+        ce = masked_mean(per_sample, counts.squeeze(1) > 0)
+        quant = (1.0 - F.cosine_similarity(h, binarize(h), dim=1)).mean()
         self._log(ce=ce, quant=quant)
         return ce + self.quant_weight * quant
-
-
-register_loss("orthohash", "OrthoHash cosine-margin cross-entropy to a ±1 codebook, label "
-                           "smoothing for multi-label (Hoe et al., NeurIPS 2021)")(
-    OrthoHashLoss.build)

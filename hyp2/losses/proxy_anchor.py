@@ -20,9 +20,9 @@ log(1 + Σ exp(·)) is computed as a log-sum-exp with an extra 0 term, exact and
 
 Proxies start as in the authors' code: Kaiming normal with ``mode="fan_out"`` (std √(2/C) for a
 (C, K) tensor), drawn from a private generator seeded by ``seed``. The paper trains them with a
-learning rate 100× the network's (with AdamW): :meth:`ProxyAnchorLoss.param_groups` applies that
-rule when it is given the network's learning rate (``net_lr``), and otherwise uses the shared
-proxies' rate ``--rate``, as HyP²'s proxies do.
+learning rate 100× the network's (with AdamW); with SGD at the official 0.02 that would be 2.0,
+so by default the proxies train at the shared proxies' rate ``--rate``, as HyP²'s do, and the
+option ``proxy_lr_multiplier`` (``--loss_opt proxy_lr_multiplier=100``) applies the paper's rule.
 """
 from __future__ import annotations
 
@@ -30,8 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _similarity as sim
-from .base import HashLoss, register_loss
+from ._batch import masked_mean
+from ._codes import new_generator
+from .base import HashLoss
+from .options import Option
+from .registry import register_loss
 
 
 def _log1p_sum_exp(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -45,17 +48,11 @@ def _log1p_sum_exp(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(torch.cat([zeros, masked], dim=0), dim=0)
 
 
+@register_loss("proxy_anchor", "Proxy Anchor loss on cosine similarities, α=32, δ=0.1 (Kim et al., CVPR 2020)")
 class ProxyAnchorLoss(HashLoss):
     """Proxy Anchor loss with one learnable proxy per class.
 
-    Args:
-        num_classes: C ≥ 1.
-        num_bits: K ≥ 1.
-        alpha: α > 0, the scale (paper: 32).
-        delta: δ ≥ 0, the margin (paper: 0.1).
-        seed: seeds the private generator that initialises the proxies.
-        proxy_lr_multiplier: m > 0; with the network's learning rate known, the proxies train at
-            m × that rate (paper: 100).
+    ``seed`` seeds the private generator that initialises the proxies.
 
     Attributes:
         proxies: ``nn.Parameter`` of shape (C, K).
@@ -63,35 +60,20 @@ class ProxyAnchorLoss(HashLoss):
             loss = pos + neg.
     """
 
-    name = "proxy_anchor"
+    options = (
+        Option("alpha", 32.0, "scale α", "paper and authors' code (tjddus9597/Proxy-Anchor-CVPR2020)",
+               low=0.0, open_low=True),
+        Option("delta", 0.1, "margin δ", "paper and authors' code", low=0.0),
+        Option("proxy_lr_multiplier", 0.0, "if > 0, proxies' lr = this × the network's (paper: 100); 0: --rate",
+               "paper (proxies at 100× the network's learning rate, with AdamW)", low=0.0),
+    )
 
-    def __init__(self, num_classes: int, num_bits: int, alpha: float = 32.0, delta: float = 0.1,
-                 seed: int = 0, proxy_lr_multiplier: float = 100.0) -> None:
-        super().__init__()
-        owner = type(self).__name__
-        self.num_classes = sim.check_int(owner, "num_classes", num_classes, 1)
-        self.num_bits = sim.check_int(owner, "num_bits", num_bits, 1)
-        self.alpha = sim.check_real(owner, "alpha", alpha, low=0.0, open_low=True)
-        self.delta = sim.check_real(owner, "delta", delta, low=0.0)
-        self.proxy_lr_multiplier = sim.check_real(owner, "proxy_lr_multiplier",
-                                                  proxy_lr_multiplier, low=0.0, open_low=True)
-        if not sim.is_int(seed):
-            raise ValueError(f"{owner}: seed must be an integer, got {seed!r}")
+    def __init__(self, num_classes: int, num_bits: int, **options: object) -> None:
+        super().__init__(num_classes, num_bits, **options)
         proxies = torch.empty(self.num_classes, self.num_bits)
         # for a (C, K) tensor torch's fan_out is C: std = √2 / √C (gain of relu / leaky_relu a=0)
-        nn.init.kaiming_normal_(proxies, mode="fan_out", generator=sim.new_generator(int(seed)))
+        nn.init.kaiming_normal_(proxies, mode="fan_out", generator=new_generator(self.seed))
         self.proxies = nn.Parameter(proxies)
-
-    @classmethod
-    def build(cls, num_classes: int, num_bits: int, *, seed: int = 0,
-              **_ignored) -> "ProxyAnchorLoss":
-        """Registry builder with the paper's α, δ; options of other losses are ignored."""
-        return cls(num_classes, num_bits, seed=seed)
-
-    def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, num_bits={self.num_bits}, "
-                f"alpha={self.alpha:g}, delta={self.delta:g}, "
-                f"proxy_lr_multiplier={self.proxy_lr_multiplier:g}")
 
     def param_groups(self, rate: float, net_lr: float | None = None) -> list[dict]:
         """Optimiser group of the proxies.
@@ -102,35 +84,25 @@ class ProxyAnchorLoss(HashLoss):
 
         Returns:
             One group ``{"params": [proxies], "lr": ..., "name": "proxy_anchor"}`` at
-            ``proxy_lr_multiplier × net_lr`` (the paper's rule) when ``net_lr`` is given, else at
-            ``rate``; ``[]`` when the proxies are frozen.
+            ``proxy_lr_multiplier × net_lr`` (the paper's rule) when the multiplier is positive and
+            ``net_lr`` given, else at ``rate``; ``[]`` when the proxies are frozen.
         """
         if not self.proxies.requires_grad:
             return []
-        lr = rate if net_lr is None else self.proxy_lr_multiplier * net_lr
+        use_rule = self.proxy_lr_multiplier > 0 and net_lr is not None
+        lr = self.proxy_lr_multiplier * net_lr if use_rule else rate
         return [{"params": [self.proxies], "lr": lr, "name": self.name}]
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Loss of one batch.
-
-        Args:
-            h: (B, K) floating embeddings (used as they are; only their direction matters).
-            y: (B, C) 0/1 labels.
-
-        Returns:
-            A scalar of h's dtype, differentiable w.r.t. h and :attr:`proxies`.
-        """
-        labels = sim.check_batch(type(self).__name__, h, y, self.num_bits, self.num_classes)
+        """(B, K) embeddings h (only their direction matters), (B, C) 0/1 labels y -> scalar of h's
+        dtype, differentiable w.r.t. h and :attr:`proxies`."""
+        labels = self.check_batch(h, y)
         cos = F.normalize(h, dim=1) @ F.normalize(self.proxies.to(h.dtype), dim=1).T   # (B, C)
         positive = labels > 0
         pos_per_proxy = _log1p_sum_exp(-self.alpha * (cos - self.delta), positive)    # (C,)
         neg_per_proxy = _log1p_sum_exp(self.alpha * (cos + self.delta), ~positive)    # (C,)
         with_positive = positive.any(dim=0)                                            # P⁺
-        pos = sim.masked_mean(pos_per_proxy, with_positive)
+        pos = masked_mean(pos_per_proxy, with_positive)
         neg = neg_per_proxy.mean()
         self._log(pos=pos, neg=neg)
         return pos + neg
-
-
-register_loss("proxy_anchor", "Proxy Anchor loss on cosine similarities, α=32, δ=0.1 "
-                              "(Kim et al., CVPR 2020)")(ProxyAnchorLoss.build)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hyp2.data import DataOptions, LabelledImages, RetrievalData, image_transform
-from hyp2.data import _cache
+from hyp2.data import DataOptions, LabelledImages, RetrievalData, image_transform, load_dataset
+from hyp2.data import _cache, _download
 from hyp2.data._cache import MemmapImages, cache_paths, ids_hash, maybe_cache
 from hyp2.data._lists import ImageFiles
 from hyp2.data.custom import build_custom
@@ -44,7 +44,7 @@ def _items(split: LabelledImages, seed: int):
 def test_cache_equals_lazy_path(tmp_path):
     root = _root(tmp_path)
     lazy = build_custom(DataOptions(root=root, image_size=SIZE))
-    cached = build_custom(DataOptions(root=root, image_size=SIZE, cache=True), progress=False)
+    cached = load_dataset("custom", DataOptions(root=root, image_size=SIZE, cache=True), progress=False)
     assert isinstance(cached.train.load, MemmapImages) and isinstance(lazy.train.load, ImageFiles)
     for name in ("train", "query", "database"):
         a, b = getattr(lazy, name), getattr(cached, name)
@@ -69,21 +69,21 @@ def test_cache_equals_lazy_path(tmp_path):
 def test_cache_is_reused_and_rebuilt_when_lists_change(tmp_path, monkeypatch):
     root = _root(tmp_path)
     opts = DataOptions(root=root, image_size=SIZE, cache=True)
-    first = build_custom(opts, progress=False)
+    first = load_dataset("custom", opts, progress=False)
 
     def boom(*a, **k):
         raise AssertionError("cache rebuilt although nothing changed")
 
     real_build = _cache.build_cache
     monkeypatch.setattr(_cache, "build_cache", boom)
-    again = build_custom(opts, progress=False)
+    again = load_dataset("custom", opts, progress=False)
     assert again.query.load.path == first.query.load.path
 
     # drop one training image from the list: the train cache is rebuilt, the stale one deleted
     monkeypatch.setattr(_cache, "build_cache", real_build)
     lines = (root / "train.txt").read_text().splitlines()
     (root / "train.txt").write_text("\n".join(lines[:-1]) + "\n")
-    changed = build_custom(opts, progress=False)
+    changed = load_dataset("custom", opts, progress=False)
     assert changed.train.load.path != first.train.load.path and len(changed.train) == 3
     assert not Path(first.train.load.path).exists()
     assert Path(first.query.load.path).exists()
@@ -93,10 +93,10 @@ def test_cache_is_reused_and_rebuilt_when_lists_change(tmp_path, monkeypatch):
 def test_damaged_cache_is_rebuilt(tmp_path):
     root = _root(tmp_path)
     opts = DataOptions(root=root, image_size=SIZE, cache=True)
-    data = build_custom(opts, progress=False)
+    data = load_dataset("custom", opts, progress=False)
     path = Path(data.query.load.path)
     path.write_bytes(b"short")  # wrong size: e.g. a disk that filled up
-    rebuilt = build_custom(opts, progress=False)
+    rebuilt = load_dataset("custom", opts, progress=False)
     assert path.stat().st_size == 2 * SIZE * SIZE * 3
     lazy = build_custom(DataOptions(root=root, image_size=SIZE))
     assert torch.equal(rebuilt.query[1][0], lazy.query[1][0])
@@ -122,7 +122,7 @@ def test_without_cache_option_nothing_changes(tmp_path):
 
 def test_memmap_loader_pickles_without_its_data(tmp_path):
     root = _root(tmp_path)
-    data = build_custom(DataOptions(root=root, image_size=SIZE, cache=True), progress=False)
+    data = load_dataset("custom", DataOptions(root=root, image_size=SIZE, cache=True), progress=False)
     load = data.database.load
     load(0)  # opens the map
     blob = pickle.dumps(load)
@@ -137,9 +137,10 @@ def test_memmap_loader_pickles_without_its_data(tmp_path):
 def test_not_enough_disk_space(tmp_path, monkeypatch):
     root = _root(tmp_path)
     Usage = namedtuple("Usage", "total used free")
-    monkeypatch.setattr(_cache.shutil, "disk_usage", lambda p: Usage(10, 9, 1))
-    with pytest.raises(UserError, match="--cache needs .* GiB .* free"):
-        build_custom(DataOptions(root=root, image_size=SIZE, cache=True), progress=False)
+    monkeypatch.setattr(_download.shutil, "disk_usage", lambda p: Usage(10, 9, 1))
+    # sizes in human units: 3 KiB here, not "0.0 GiB"
+    with pytest.raises(UserError, match=r"--cache needs 3\.0 KiB for .* but only 1 B are free"):
+        load_dataset("custom", DataOptions(root=root, image_size=SIZE, cache=True), progress=False)
     assert list((root / ".cache").iterdir()) == []
 
 
@@ -147,7 +148,7 @@ def test_unreadable_image_during_build_leaves_no_cache(tmp_path):
     root = _root(tmp_path)
     (root / "pics" / "test1.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(UserError, match="cannot open image .*test1.jpg"):
-        build_custom(DataOptions(root=root, image_size=SIZE, cache=True), progress=False)
+        load_dataset("custom", DataOptions(root=root, image_size=SIZE, cache=True), progress=False)
     assert not any(p.name.startswith("custom_query") for p in (root / ".cache").iterdir())
     assert not any(p.name.endswith(".tmp") for p in (root / ".cache").iterdir())
 

@@ -1,38 +1,18 @@
-"""Tests of hyp2.data._download: resumable verified downloads and safe tar extraction."""
+"""Tests of hyp2.data._download: resumable verified downloads, digests, disk-space messages."""
 from __future__ import annotations
 
 import hashlib
-import io
-import os
 import socket
-import tarfile
-from pathlib import Path
+from collections import namedtuple
 
 import pytest
 
-from hyp2.data._download import extract_into_place, extract_tar, fetch, md5sum, safe_members
+from hyp2.data import _download
+from hyp2.data._download import digest_mismatch, fetch, file_digests, human_bytes, md5sum, require_free_space
 from hyp2.errors import UserError
 
 BODY = bytes(range(256)) * 4000  # 1,024,000 bytes: several read chunks
 BODY_MD5 = hashlib.md5(BODY).hexdigest()
-
-
-def make_tar(entries: list[tuple[str, bytes | str | None, str]]) -> bytes:
-    """entries: (name, data, kind) with kind in file / dir / symlink / hardlink / chrdev / fifo."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data, kind in entries:
-            info = tarfile.TarInfo(name)
-            if kind == "file":
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-                continue
-            info.type = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE,
-                         "chrdev": tarfile.CHRTYPE, "fifo": tarfile.FIFOTYPE}[kind]
-            if kind in ("symlink", "hardlink"):
-                info.linkname = data
-            tar.addfile(info)
-    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------------------ md5
@@ -135,86 +115,51 @@ def test_fetch_rejects_bad_attempts(tmp_path):
         fetch("http://127.0.0.1/x", tmp_path / "x", attempts=0)
 
 
-# ----------------------------------------------------------------------------------- extraction
+# -------------------------------------------------------------------------------------- digests
 
 
-def test_extract_tar_writes_files_and_dirs(tmp_path):
-    archive = tmp_path / "ok.tar"
-    archive.write_bytes(make_tar([("top", None, "dir"), ("top/a.txt", b"alpha", "file"),
-                                  ("top/sub/b.txt", b"beta", "file")]))
-    extract_tar(archive, tmp_path / "out", progress=False)
-    assert (tmp_path / "out/top/a.txt").read_bytes() == b"alpha"
-    assert (tmp_path / "out/top/sub/b.txt").read_bytes() == b"beta"
+def test_file_digests_match_hashlib_and_git(tmp_path):
+    p = tmp_path / "x.bin"
+    p.write_bytes(b"hello\nworld\n")
+    d = file_digests(p)
+    assert d == {"md5": hashlib.md5(b"hello\nworld\n").hexdigest(),
+                 "sha256": hashlib.sha256(b"hello\nworld\n").hexdigest(),
+                 "git_blob": "94954abda49de8615a048f8d2e64b5de848e27a1",  # `git hash-object` of this content
+                 "size": 12}
+    p.write_bytes(b"")
+    assert file_digests(p, ("git_blob",)) == {"git_blob": "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"}
+    with pytest.raises(ValueError, match="unknown digest"):
+        file_digests(p, ("crc",))
 
 
-@pytest.mark.parametrize("entry,reason", [
-    (("../evil.txt", b"x", "file"), "'..'"),
-    (("top/../../evil.txt", b"x", "file"), "'..'"),
-    (("/tmp/hyp2-abs-evil.txt", b"x", "file"), "absolute"),
-    (("top/link", "/etc/passwd", "symlink"), "symbolic link"),
-    (("top/hard", "top/a.txt", "hardlink"), "hard link"),
-    (("top/dev", None, "chrdev"), "device"),
-    (("top/fifo", None, "fifo"), "device or FIFO"),
-])
-def test_unsafe_members_refused_before_anything_is_written(tmp_path, entry, reason):
-    archive = tmp_path / "bad.tar"
-    # The safe member comes first: nothing may be written even for it.
-    archive.write_bytes(make_tar([("top/a.txt", b"alpha", "file"), entry]))
-    out = tmp_path / "root" / "out"
-    with pytest.raises(UserError) as e:
-        extract_tar(archive, out, progress=False)
-    msg = str(e.value)
-    assert "bad.tar" in msg and entry[0] in msg and reason in msg
-    assert not (out / "top").exists()
-    assert not (tmp_path / "root" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
-    assert not Path("/tmp/hyp2-abs-evil.txt").exists()
+def test_digest_mismatch_names_the_first_difference(tmp_path):
+    p = tmp_path / "x.bin"
+    p.write_bytes(BODY)
+    assert digest_mismatch(p, {}) is None
+    assert digest_mismatch(p, {"size": len(BODY), "md5": BODY_MD5}) is None
+    assert digest_mismatch(p, {"size": 5, "md5": BODY_MD5}) == f"size: expected 5 bytes, found {len(BODY)}"
+    assert digest_mismatch(p, {"sha256": "0" * 64}).startswith("sha256: expected " + "0" * 64)
 
 
-def test_safe_members_catches_escape_through_existing_symlink(tmp_path):
-    # A member whose parent folder is (already, on disk) a link pointing outside is refused too.
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    os.symlink(tmp_path / "elsewhere", dest / "top")
-    archive = tmp_path / "a.tar"
-    archive.write_bytes(make_tar([("top/a.txt", b"alpha", "file")]))
-    with tarfile.open(archive) as tar, pytest.raises(UserError, match="outside"):
-        safe_members(tar, archive, dest)
+@pytest.mark.parametrize("digests,name", [({"sha256": "ab" * 32}, "SHA-256"), ({"git_blob": "cd" * 20}, "git blob id"),
+                                          ({"size": 7}, "size")])
+def test_fetch_checks_every_digest_and_deletes_a_mismatch(server, tmp_path, digests, name):
+    server.files["/a.bin"] = BODY
+    with pytest.raises(UserError, match=f"{name} mismatch for a.bin downloaded from"):
+        fetch(server.url + "/a.bin", tmp_path / "a.bin", digests=digests, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    ok = {"sha256": hashlib.sha256(BODY).hexdigest(), "size": len(BODY), "md5": BODY_MD5}
+    assert fetch(server.url + "/a.bin", tmp_path / "a.bin", digests=ok, progress=False).read_bytes() == BODY
 
 
-def test_damaged_archive_is_a_user_error(tmp_path):
-    archive = tmp_path / "broken.tar"
-    archive.write_bytes(make_tar([("top/a.txt", b"alpha" * 1000, "file")])[:700])
-    with pytest.raises(UserError, match="broken.tar"):
-        extract_tar(archive, tmp_path / "out", progress=False)
+def test_human_bytes():
+    assert [human_bytes(n) for n in (0, 1023, 1024, 3 * 1024, 150 * 2**20, 13510573713)] == [
+        "0 B", "1023 B", "1.0 KiB", "3.0 KiB", "150 MiB", "12.6 GiB"]
 
 
-def test_extract_into_place_merges_archives_and_publishes_atomically(tmp_path):
-    a, b = tmp_path / "a.tar", tmp_path / "b.tar"
-    a.write_bytes(make_tar([("Dev/V1/x/1.txt", b"one", "file")]))
-    b.write_bytes(make_tar([("Dev/V1/x/2.txt", b"two", "file"), ("Dev/V1/y.txt", b"why", "file")]))
-    root = tmp_path / "root"
-    # A stale staging folder from an interrupted run is discarded.
-    (root / ".extract-V1.tmp" / "Dev" / "V1").mkdir(parents=True)
-    (root / ".extract-V1.tmp" / "Dev" / "V1" / "stale.txt").write_text("stale")
-    tree = extract_into_place([a, b], root, "Dev/V1", progress=False)
-    assert tree == root / "Dev" / "V1"
-    assert sorted(str(p.relative_to(tree)) for p in tree.rglob("*.txt")) == ["x/1.txt", "x/2.txt", "y.txt"]
-    assert not (root / ".extract-V1.tmp").exists()
-
-
-def test_extract_into_place_failure_publishes_nothing(tmp_path, monkeypatch):
-    a, b = tmp_path / "a.tar", tmp_path / "b.tar"
-    a.write_bytes(make_tar([("Dev/V1/1.txt", b"one", "file")]))
-    b.write_bytes(make_tar([("../escape.txt", b"two", "file")]))
-    root = tmp_path / "root"
-    with pytest.raises(UserError):
-        extract_into_place([a, b], root, "Dev/V1", progress=False)
-    assert not (root / "Dev").exists() and not (root / ".extract-V1.tmp").exists()
-
-
-def test_extract_into_place_wrong_archive(tmp_path):
-    a = tmp_path / "a.tar"
-    a.write_bytes(make_tar([("Other/1.txt", b"one", "file")]))
-    with pytest.raises(UserError, match="do not contain the folder Dev/V1"):
-        extract_into_place([a], tmp_path / "root", "Dev/V1", progress=False)
-
+def test_free_space_message_in_human_units(tmp_path, monkeypatch):
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(_download.shutil, "disk_usage", lambda p: Usage(10, 9, 512))
+    require_free_space(tmp_path, 512, "unused")
+    with pytest.raises(UserError, match=r"^need 2.0 KiB in /odd\{path\}, 512 B free$"):
+        require_free_space(tmp_path, 2048, "need {need} in /odd{path}, {free} free")

@@ -1,89 +1,18 @@
-"""Tests of hyp2.data.flickr: the ``prepare`` tool on a generated annotation folder, and the split."""
+"""Tests of hyp2.data.flickr: reading img.txt / targets.txt and the split (official, --split_file, seeded)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hyp2.data import DataOptions
+from hyp2.data import DataOptions, build_dataset
 from hyp2.data import flickr
-from hyp2.data.flickr import build_flickr, prepare, validate_permutation
+from hyp2.data.flickr import build_flickr, validate_permutation
 from hyp2.errors import UserError
 
-from .conftest import write_jpeg
-
-REPO = Path(__file__).resolve().parents[2]
-
-# Written in this (non-alphabetical) order; "baby.txt" < "baby_r1.txt" ("." < "_"), "people_r1" < "plant_life".
-ANNOTATIONS = {
-    "sea_r1.txt": "3\n",
-    "people.txt": "1\n8\n7\n",
-    "baby_r1.txt": "2\n",
-    "animals.txt": "3\r\n1\r\n",          # CRLF line ends
-    "plant_life.txt": "6\n\n",           # a blank line
-    "baby.txt": "  2  \n",               # surrounding spaces
-    "people_r1.txt": "8",                # no final newline
-    "sea.txt": "3\n6\n",
-}
-COLUMNS = ["animals", "baby", "baby_r1", "people", "people_r1", "plant_life", "sea", "sea_r1"]
-# Images 4 and 5 carry no label and are dropped; rows written by hand from ANNOTATIONS.
-EXPECTED_IMG = ["im1.jpg", "im2.jpg", "im3.jpg", "im6.jpg", "im7.jpg", "im8.jpg"]
-EXPECTED_TARGETS = ["1 0 0 1 0 0 0 0", "0 1 1 0 0 0 0 0", "1 0 0 0 0 0 1 1",
-                    "0 0 0 0 0 1 1 0", "0 0 0 1 0 0 0 0", "0 0 0 1 1 0 0 0"]
-
-
-@pytest.fixture
-def annotation_dir(tmp_path):
-    d = tmp_path / "mirflickr25k_annotations_v080"
-    d.mkdir()
-    for name, text in ANNOTATIONS.items():
-        (d / name).write_text(text, newline="")
-    (d / "README.txt").write_text("1\n2\n3\n4\n5\n")  # must be ignored
-    (d / "notes.md").write_text("ignored")
-    return d
-
-
-def test_prepare_function(annotation_dir, tmp_path):
-    out = tmp_path / "flickr25k"
-    counts = prepare(annotation_dir, out, num_images=8)
-    assert counts == {"images": 6, "dropped": 2, "classes": 8, "out": str(out)}
-    assert (out / "img.txt").read_text().splitlines() == EXPECTED_IMG
-    assert (out / "targets.txt").read_text().splitlines() == EXPECTED_TARGETS
-    assert (out / "classes.txt").read_text().splitlines() == COLUMNS
-    assert sorted(p.name for p in out.iterdir()) == ["classes.txt", "img.txt", "targets.txt"]  # no temp files
-
-
-def test_prepare_command_line(annotation_dir, tmp_path):
-    out = tmp_path / "data" / "flickr25k"
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run([sys.executable, "-m", "hyp2.data.flickr", "prepare", "--annotations", str(annotation_dir),
-                          "--out", str(out), "--num_images", "8"], capture_output=True, text=True, env=env, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert "wrote 6 images x 8 labels" in res.stdout and "2 of 8 images had no label" in res.stdout
-    assert (out / "img.txt").read_text().splitlines() == EXPECTED_IMG
-    assert (out / "targets.txt").read_text().splitlines() == EXPECTED_TARGETS
-
-
-def test_prepare_command_line_errors(tmp_path, capsys, annotation_dir):
-    assert flickr.main(["prepare", "--annotations", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
-    assert "does not exist" in capsys.readouterr().err
-    (annotation_dir / "sky.txt").write_text("1\n9\n")
-    assert flickr.main(["prepare", "--annotations", str(annotation_dir), "--out", str(tmp_path / "o"),
-                        "--num_images", "8"]) == 2
-    err = capsys.readouterr().err
-    assert "sky.txt line 2" in err and "'9'" in err and not (tmp_path / "o" / "img.txt").exists()
-
-
-def test_prepare_empty_folder(tmp_path):
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no annotation files"):
-        prepare(tmp_path / "empty", tmp_path / "out")
-
+from .conftest import serve_pinned, write_jpeg
 
 # ------------------------------------------------------------------------------------- the split
 
@@ -190,8 +119,6 @@ def test_generic_class_names_without_classes_txt(tmp_path):
 
 def test_errors_in_the_files(tmp_path):
     folder = tmp_path / "flickr25k"
-    with pytest.raises(UserError, match="img.txt is missing.*prepare"):
-        build_flickr(opts(tmp_path), num_query=2, num_train=3)
     make_flickr(tmp_path)
     targets = (folder / "targets.txt").read_text().splitlines()
     (folder / "targets.txt").write_text("\n".join(targets[:-1]) + "\n")
@@ -213,3 +140,113 @@ def test_too_few_images(tmp_path):
     make_flickr(tmp_path, n=5)
     with pytest.raises(UserError, match="needs more than 2 queries . 3 training images"):
         build_flickr(opts(tmp_path), num_query=2, num_train=3)
+
+
+# ------------------------------------------------------------------------ the authors' files and split
+
+
+def official_files(n: int, seed: int = 5) -> tuple[list[str], np.ndarray, list[int], dict[str, bytes]]:
+    """Stand-ins of the authors' three files: an img.txt NOT in numeric order, targets.txt lines that
+    start with a space (as theirs do), and flickr.txt, a JSON permutation written as json.dumps does."""
+    rng = np.random.default_rng(seed)
+    names = [f"im{k}.jpg" for k in rng.permutation(np.arange(1, n + 1))]
+    labels = (rng.random((n, 38)) < 0.2).astype(np.uint8)
+    labels[:, 16] = 1
+    perm = [int(v) for v in rng.permutation(n)]
+    contents = {"data/flickr25k/img.txt": "".join(f"{x}\n" for x in names).encode(),
+                "data/flickr25k/targets.txt": "".join(" " + " ".join(map(str, r)) + "\n" for r in labels).encode(),
+                "flickr.txt": json.dumps(perm).encode()}
+    return names, labels, perm, contents
+
+
+@pytest.fixture
+def authors(server, monkeypatch, tmp_path):
+    """5,012 images on the loopback server (the protocol's 1,000 + 4,000 and a database of 12), the image
+    files present but empty (nothing here decodes them)."""
+    names, labels, perm, contents = official_files(5012)
+    served = serve_pinned(server, contents)
+    monkeypatch.setattr(flickr, "OFFICIAL_LISTS", served[:2])
+    monkeypatch.setattr(flickr, "OFFICIAL_SPLIT", served[2])
+    pics = tmp_path / "flickr25k" / "mirflickr"
+    pics.mkdir(parents=True)
+    for name in names:
+        (pics / name).touch()
+    return names, labels, perm
+
+
+def test_official_split_is_applied_as_the_official_code_does(authors, server, tmp_path, capsys):
+    names, labels, perm = authors
+    data = build_dataset("flickr", DataOptions(root=tmp_path))  # the registered builder: 1,000 / 4,000 / rest
+    fetched = (tmp_path / "flickr25k" / "img.txt").read_text().splitlines()
+    assert fetched == names and fetched != sorted(fetched, key=lambda x: int(x[2:-4]))
+    # the official code: data = img.txt lines in file order; query = data[p[:1000]], train = data[p[1000:5000]],
+    # retrieval = data[p[5000:]], and the same rows of targets.txt
+    expect = {"query": [], "train": [], "database": []}
+    for pos, index in enumerate(perm):
+        role = "query" if pos < 1000 else "train" if pos < 5000 else "database"
+        expect[role].append(index)
+    for role, rows in expect.items():
+        split = getattr(data, role)
+        assert split.ids == [f"flickr25k/mirflickr/{names[i]}" for i in rows]
+        np.testing.assert_array_equal(split.labels, labels[rows])
+        assert split.where(0) == f"{tmp_path / 'flickr25k' / 'targets.txt'} line {rows[0] + 1}"
+    assert len(data.database) == 12 and data.topk == 12 and data.classes == flickr.CLASSES
+    assert "the official split" in data.provenance["split"] and "flickr.txt" in data.provenance["split"]
+    assert "the files of the HyP² authors' repository" in data.provenance["lists"]
+    assert not list((tmp_path / "flickr25k").glob("split_seed*.json"))  # nothing drawn
+    assert capsys.readouterr().err.count("third-party") == 3
+    server.requests.clear()
+    again = build_dataset("flickr", DataOptions(root=tmp_path, seed=7))  # the seed does not matter
+    assert again.query.ids == data.query.ids and server.requests == []
+
+
+def test_split_file_wins_over_the_official_split(authors, tmp_path):
+    names, _, _ = authors
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps(list(range(len(names)))))
+    data = build_flickr(DataOptions(root=tmp_path, split_file=mine), progress=False)
+    assert data.query.ids[:2] == [f"flickr25k/mirflickr/{names[0]}", f"flickr25k/mirflickr/{names[1]}"]
+    assert data.provenance["split"].startswith(f"--split_file {mine} (git blob ")
+    assert not (tmp_path / "flickr25k" / "flickr.txt").exists()  # not needed, not fetched
+
+
+def test_an_edited_official_split_file_is_refused(authors, tmp_path):
+    build_flickr(DataOptions(root=tmp_path), progress=False)
+    split = tmp_path / "flickr25k" / "flickr.txt"
+    perm = json.loads(split.read_text())
+    split.write_text(json.dumps(perm[::-1]))
+    with pytest.raises(UserError, match=r"flickr.txt is not the official split file .*--split_file"):
+        build_flickr(DataOptions(root=tmp_path), progress=False)
+
+
+def test_prepared_files_get_a_seeded_split(authors, server, tmp_path):
+    make_flickr(tmp_path, n=12)  # img.txt / targets.txt of the user's own (e.g. from prepare)
+    data = build_flickr(DataOptions(root=tmp_path, seed=2), num_query=2, num_train=3, progress=False)
+    assert server.requests == []  # the authors' split indexes another order: not fetched
+    assert data.provenance["split"].startswith(f"drawn from --seed 2 and saved in {tmp_path / 'flickr25k'}")
+    assert "the user's own files" in data.provenance["lists"]
+
+
+def test_no_download_names_the_files_and_prepare(authors, server, tmp_path):
+    with pytest.raises(UserError) as e:
+        build_flickr(DataOptions(root=tmp_path, download=False), progress=False)
+    msg = str(e.value)
+    assert "img.txt, targets.txt missing in" in msg and "--no_download" in msg and "prepare" in msg
+    assert all(f.url in msg for f in flickr.OFFICIAL_LISTS) and server.requests == []
+
+
+def test_missing_images_say_where_they_come_from(authors, tmp_path):
+    names, _, _ = authors
+    (tmp_path / "flickr25k" / "mirflickr" / names[3]).unlink()
+    with pytest.raises(UserError, match=rf"image .*{names[3]} does not exist; the images come from mirflickr25k.zip"):
+        build_flickr(DataOptions(root=tmp_path), progress=False)
+
+
+def test_real_tables_hold_the_pinned_files():
+    commit = "https://raw.githubusercontent.com/JerryXu0129/HyP2-Loss/e9c1c24c74d306d867f5d1d3505f5c791871534e/"
+    assert [f.url for f in flickr.OFFICIAL_LISTS] == [commit + "data/flickr25k/img.txt",
+                                                      commit + "data/flickr25k/targets.txt"]
+    assert flickr.OFFICIAL_SPLIT.url == commit + "flickr.txt"
+    pinned = (*flickr.OFFICIAL_LISTS, flickr.OFFICIAL_SPLIT)
+    assert [f.git_blob[:7] for f in pinned] == ["e3eb7e7", "96c483f", "7df29b9"]
+    assert all(len(f.sha256) == 64 for f in pinned)

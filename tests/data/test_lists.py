@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from hyp2.data import LabelledImages, image_transform
-from hyp2.data._lists import ImageFiles, default_class_names, read_class_names, read_list, require_files
+from hyp2.data._lists import (ImageFiles, default_class_names, output_folder, read_class_names, read_image_list,
+                              read_list, require_files)
 from hyp2.errors import UserError
 
 from .conftest import write_jpeg
@@ -111,3 +112,68 @@ def test_require_files(tmp_path):
     require_files([str(tmp_path / "a.jpg")], "list x")
     with pytest.raises(UserError, match=r"list x: image .*b.jpg does not exist"):
         require_files([str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")], "list x")
+
+
+@pytest.mark.parametrize("line,name", [
+    ("images/my photo.jpg 1 0 1", "images/my photo.jpg"),
+    ("my holiday/im.jpg 0 1 1", "my holiday/im.jpg"),
+    ("a b c.png 1 1 0", "a b c.png"),
+])
+def test_path_with_a_space_is_named_as_such(tmp_path, line, name):
+    p = tmp_path / "train.txt"
+    p.write_text(f"ok.jpg 1 0 0\n{line}\n")
+    for num in (None, 3):  # inferred from the first line, or known from train.txt
+        with pytest.raises(UserError) as e:
+            read_list(p, num)
+        assert f"line 2: the image path {name!r} contains a space; paths may not contain spaces" in str(e.value)
+    p.write_text(f"{line}\n")  # on the first line, where the label count is still unknown
+    with pytest.raises(UserError, match="contains a space"):
+        read_list(p)
+
+
+def test_byte_order_mark_is_ignored(tmp_path):
+    p = tmp_path / "l.txt"
+    p.write_bytes("\ufeffimages/a.jpg 0 1\nimages/b.jpg 1 0\n".encode("utf-8"))
+    paths, labels = read_list(p)
+    assert paths == ["images/a.jpg", "images/b.jpg"] and labels.tolist() == [[0, 1], [1, 0]]
+    (tmp_path / "classes.txt").write_bytes("\ufeffcat\ndog\n".encode("utf-8"))
+    assert read_class_names(tmp_path / "classes.txt", 2) == ("cat", "dog")
+
+
+def test_line_numbers_are_kept(tmp_path):
+    p = tmp_path / "l.txt"
+    p.write_text("\na.jpg 0 1\n\n\nb.jpg 1 1\n")
+    parsed = read_image_list(p)
+    assert parsed.paths == ["a.jpg", "b.jpg"] and parsed.lines.tolist() == [2, 5]
+
+
+def test_classes_txt_that_is_a_folder_or_not_utf8(tmp_path):
+    (tmp_path / "classes.txt").mkdir()
+    with pytest.raises(UserError, match=r"class-name file .*classes.txt is a folder, not a file"):
+        read_class_names(tmp_path / "classes.txt", 2)
+    (tmp_path / "classes.txt").rmdir()
+    (tmp_path / "classes.txt").write_bytes("chat\nb\xe9b\xe9\n".encode("latin-1"))
+    with pytest.raises(UserError) as e:
+        read_class_names(tmp_path / "classes.txt", 2)
+    assert str(tmp_path / "classes.txt") in str(e.value) and "not UTF-8" in str(e.value)
+
+
+def test_list_that_is_not_utf8(tmp_path):
+    p = tmp_path / "l.txt"
+    p.write_bytes(b"a.jpg 0 1\n\xff.jpg 1 0\n")
+    with pytest.raises(UserError, match=r"cannot read image list .*l.txt: it is not UTF-8 text \(byte 10 is"):
+        read_list(p)
+
+
+def test_output_folder_checks(tmp_path):
+    out = output_folder(tmp_path / "new" / "o", ["a.txt"], overwrite=False)
+    assert out.is_dir()
+    (out / "a.txt").write_text("mine")
+    with pytest.raises(UserError, match="already holds a.txt; pass --overwrite"):
+        output_folder(out, ["a.txt", "b.txt"], overwrite=False)
+    assert output_folder(out, ["a.txt"], overwrite=True) == out
+    (out / "b.txt").mkdir()
+    with pytest.raises(UserError, match="b.txt is a folder"):
+        output_folder(out, ["b.txt"], overwrite=True)
+    with pytest.raises(UserError, match="is a file"):
+        output_folder(out / "a.txt", ["x"], overwrite=True)

@@ -54,7 +54,7 @@ def write_tree(base: Path, year: str, splits: dict[str, dict[str, list]]) -> Pat
     (tree / "Annotations").mkdir(exist_ok=True)
     for split, items in splits.items():
         (tree / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in items))
-        for k, (image_id, objects) in enumerate(items.items()):
+        for image_id, objects in items.items():
             (tree / "Annotations" / f"{image_id}.xml").write_bytes(annotation_xml(objects))
             write_jpeg(tree / "JPEGImages" / f"{image_id}.jpg", seed=int(image_id.replace("_", "")) % 100000)
     return tree
@@ -317,3 +317,41 @@ def test_official_md5s_match_torchvision():
     for entry in tv.DATASET_YEAR_DICT.values():
         if entry["filename"] in voc.MD5 and entry["url"].endswith(entry["filename"]):
             assert voc.MD5[entry["filename"]] == entry["md5"]
+
+
+# ------------------------------------------------------------------- malformed archives with --no_md5
+
+
+@pytest.mark.parametrize("extra,what", [
+    ([("VOCdevkit/VOC2012/JPEGImages", b"a file where a folder is", "file")], "writing member"),
+    ([("VOCdevkit/VOC2012/" + "x" * 300, b"long", "file")], "File name too long"),
+])
+def test_malformed_archive_is_one_line(server, tmp_path, extra, what):
+    good = make_archive(tmp_path, "2012", VOC2012)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as dst:
+        for name, data, _ in extra:  # first, so that the real members clash with it
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+        with tarfile.open(fileobj=io.BytesIO(good)) as src:
+            for m in src.getmembers():
+                dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+    server.files["/v/VOCtrainval_11-May-2012.tar"] = buf.getvalue()
+    root = tmp_path / "data"
+    with pytest.raises(UserError) as e:
+        build_voc(options(root, server.url + "/v", check_md5=False), "2012", progress=False)
+    msg = str(e.value)
+    assert msg.startswith(f"cannot extract {root / 'VOCtrainval_11-May-2012.tar'}: writing member") and what in msg
+    assert "\n" not in msg and not (root / "VOCdevkit").exists()
+
+
+def test_random_bytes_under_the_archive_name(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "VOCtrainval_11-May-2012.tar").write_bytes(bytes(range(256)) * 16)
+    with pytest.raises(UserError) as e:
+        build_voc(options(root, download=False, check_md5=False), "2012", progress=False)
+    msg = str(e.value)
+    assert "VOCtrainval_11-May-2012.tar: it is not a readable tar archive" in msg and "method tar" in msg
+    assert "delete it and download it again" in msg and "\n" not in msg

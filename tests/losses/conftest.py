@@ -129,13 +129,13 @@ def assert_finite_gradients(value: torch.Tensor, h: torch.Tensor, nonzero: bool 
 
 
 def built_by_registry(name: str, cls: type, seed: int = 0):
-    """The loss ``name`` built as the trainer builds it, after checking that the registry lists it,
-    that it ignores options it does not take (HyP²'s beta and zeta, a rate, an unknown one) and
-    that it builds ``cls``."""
+    """The loss ``name`` built as the trainer builds it (declared defaults), after checking that
+    the registry lists it, builds ``cls`` and refuses an option the loss does not declare."""
     assert name in loss_names()
-    loss = build_loss(name, num_classes=20, num_bits=48, seed=seed, beta=0.5, zeta=0.0)
-    assert type(build_loss(name, 20, 48, rate=0.02, unknown="x")) is type(loss)
+    loss = build_loss(name, num_classes=20, num_bits=48, seed=seed)
     assert isinstance(loss, cls)
+    with pytest.raises(ValueError, match=f"^{name}: unknown option 'rate'; valid: "):
+        build_loss(name, 20, 48, options={"rate": 0.02})
     return loss
 
 
@@ -153,9 +153,3 @@ def assert_constructor_rejects(cls: type, kwargs: dict, match: str) -> None:
     """``cls(num_classes=3, num_bits=4, **kwargs)`` raises ValueError matching ``match``."""
     with pytest.raises(ValueError, match=match):
         cls(**(dict(num_classes=3, num_bits=4) | kwargs))
-
-
-def assert_forward_rejects(loss, h, y, match: str) -> None:
-    """``loss(h, y)`` raises ValueError matching ``match``."""
-    with pytest.raises(ValueError, match=match):
-        loss(h, y)

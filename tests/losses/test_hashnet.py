@@ -6,11 +6,12 @@ import math
 import pytest
 import torch
 
+from hyp2.losses import build_loss
 from hyp2.losses.hashnet import HashNetLoss
 
 from .conftest import (
     DEGENERATE_BATCHES, GRAD_LABELS_2, PATTERNS, assert_constructor_rejects,
-    assert_finite_gradients, assert_forward_rejects, assert_gradcheck, assert_matches,
+    assert_finite_gradients, assert_gradcheck, assert_matches,
     built_by_registry, degenerate_outputs, dtype_rounds, pattern_labels,
 )
 
@@ -168,10 +169,13 @@ def test_degenerate_batches_are_finite(y):
 # ---------------------------------------------------------------- registry, errors
 
 
-def test_registry_ignores_hyp2_beta():
+def test_registry_builds_with_authors_defaults():
     loss = built_by_registry("hashnet", HashNetLoss)
     assert loss.alpha == pytest.approx(10 / 48) and loss.beta == 1.0 and not loss.jaccard
     assert loss.param_groups(0.02) == []
+    # HyP²'s β is not HashNet's: the schedule's start is beta_init
+    with pytest.raises(ValueError, match="unknown option 'beta'; valid: alpha=10/K .*beta_init=1.0"):
+        build_loss("hashnet", 20, 48, options={"beta": 0.5})
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -183,14 +187,3 @@ def test_registry_ignores_hyp2_beta():
 ])
 def test_constructor_rejects(kwargs, match):
     assert_constructor_rejects(HashNetLoss, kwargs, match)
-
-
-@pytest.mark.parametrize("h,y,match", [
-    (torch.randn(2, 5), torch.zeros(2, 3), r"\(B, K=4\)"),
-    (torch.randn(2, 4), torch.zeros(2, 2), r"\(B=2, C=3\)"),
-    (torch.randn(2, 4), torch.tensor([[0, 3, 0], [1, 0, 0]]), "0/1"),
-])
-def test_forward_rejects(h, y, match):
-    loss = HashNetLoss(3, 4)
-    assert_forward_rejects(loss, h, y, match)
-    assert int(loss.step) == 0                                  # a rejected batch is no step

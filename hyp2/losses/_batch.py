@@ -1,16 +1,16 @@
-"""Shared helpers of the baseline losses: argument checks, label similarities, ±1 codes.
+"""Building blocks of the losses' forward passes, one batch at a time. Nothing here is a loss.
 
-Nothing here is a loss. The baselines (DHN, HashNet, CSQ, IDHN, DPSH, Proxy Anchor, OrthoHash)
-all take hash outputs ``h`` (B, K) and 0/1 labels ``y`` (B, C); they share
+Every loss takes hash outputs ``h`` (B, K) and 0/1 labels ``y`` (B, C); they share
 
-* the checks of their constructor arguments and of a batch (:func:`check_batch`),
+* the check of a batch (:func:`check_batch`),
 * the multi-label similarities: *relevance* (two samples share at least one label, the criterion
   of the mAP used throughout this project) and IDHN's *soft* similarity (cosine of label vectors),
-* in-batch pair masks and an empty-safe masked mean,
-* the smooth |x| surrogate log cosh of DHN and CSQ,
-* ±1 code construction: Sylvester–Hadamard matrices (CSQ's centres, OrthoHash's orthogonal
-  codebook) and seeded Bernoulli codes drawn from a private ``torch.Generator`` (never the global
-  RNG), so fixed parts of a loss are reproducible from its seed alone.
+* in-batch pair masks and an empty-safe masked mean (HyP² and every baseline),
+* the pairwise logistic likelihood of DHN, HashNet, IDHN and DPSH, the smooth |x| surrogate
+  log cosh of DHN and CSQ, and detached ±1 codes of a batch.
+
+The ±1 code books built once per loss (Hadamard rows, seeded Bernoulli codes) are in
+:mod:`._codes`.
 """
 from __future__ import annotations
 
@@ -18,10 +18,8 @@ import math
 
 import torch
 
-from ..validate import check_int, check_real, is_int  # noqa: F401 - re-exported to the losses
 
-
-# ---------------------------------------------------------------- argument checks
+# ---------------------------------------------------------------- the batch
 
 
 def check_batch(owner: str, h: torch.Tensor, y: torch.Tensor, num_bits: int,
@@ -110,66 +108,6 @@ def binarize(x: torch.Tensor) -> torch.Tensor:
     x = x.detach()
     return torch.where(x >= 0, torch.ones((), dtype=x.dtype, device=x.device),
                        -torch.ones((), dtype=x.dtype, device=x.device))
-
-
-# ---------------------------------------------------------------- ±1 codes
-
-
-def is_power_of_two(n: int) -> bool:
-    return is_int(n) and n >= 1 and (n & (n - 1)) == 0
-
-
-def hadamard(n: int) -> torch.Tensor:
-    """(n, n) Sylvester–Hadamard matrix of ±1 (float32); n must be a power of two.
-
-    H_1 = [1], H_2m = [[H_m, H_m], [H_m, −H_m]]: rows are pairwise orthogonal, so any two rows
-    differ in exactly n/2 positions (n ≥ 2).
-    """
-    if not is_power_of_two(n):
-        raise ValueError(f"hadamard: n must be a power of two, got {n!r}")
-    h = torch.ones(1, 1)
-    while h.shape[0] < n:
-        h = torch.cat([torch.cat([h, h], dim=1), torch.cat([h, -h], dim=1)], dim=0)
-    return h
-
-
-def random_signs(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """i.i.d. Bernoulli(0.5) ±1 entries (float32) drawn from ``generator``."""
-    return torch.randint(0, 2, shape, generator=generator).float() * 2.0 - 1.0
-
-
-def hamming_distances(codes: torch.Tensor) -> torch.Tensor:
-    """(N, N) Hamming distances between the ±1 rows of ``codes`` (N, K): (K − c_i·c_j) / 2."""
-    k = codes.shape[1]
-    return (k - codes @ codes.T) / 2.0
-
-
-def spread_random_codes(num_codes: int, num_bits: int, generator: torch.Generator,
-                        draws: int = 100) -> torch.Tensor:
-    """(N, K) Bernoulli(0.5) ±1 codes, the best spread of ``draws`` independent draws.
-
-    Each draw is N i.i.d. Bernoulli rows; the kept draw maximises the minimum pairwise Hamming
-    distance (ties: the larger mean distance, then the earlier draw). Retrying draws follows the
-    CSQ authors' centre generation, which re-samples until the centres are far enough apart; a
-    fixed number of draws keeps it deterministic and bounded where no draw can reach a target
-    (e.g. 80 classes at 12 bits). With one code there is nothing to spread: the first draw.
-    """
-    best, best_key = None, None
-    off = off_diagonal(num_codes)
-    for _ in range(draws):
-        codes = random_signs((num_codes, num_bits), generator)
-        if num_codes < 2:
-            return codes
-        dist = hamming_distances(codes)[off]
-        key = (float(dist.min()), float(dist.mean()))
-        if best_key is None or key > best_key:
-            best, best_key = codes, key
-    return best
-
-
-def new_generator(seed: int) -> torch.Generator:
-    """A private CPU generator seeded with ``seed`` (the global RNG is never touched)."""
-    return torch.Generator().manual_seed(int(seed))
 
 
 def pair_logistic(theta: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
