@@ -16,6 +16,9 @@ per-pair steps have a numpy form (CPU) and a torch form (GPU; runnable on a CPU 
   the full histogram known, an item's rank is (items closer than it) + (its position among the
   items at its distance, in database order), found by a stable counting sort of each block row.
 * :class:`Dense` writes distances; :class:`RelevantCount` counts relevant items.
+
+Part of :mod:`hyp2.metrics`, the evaluation protocol of HyP² Loss (Xu et al., "HyP² Loss: Beyond
+Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1).
 """
 from __future__ import annotations
 

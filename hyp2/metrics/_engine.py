@@ -8,6 +8,9 @@ whatever the accumulation order; group distances are summed in integers. The dat
 the codes' signs and a ones column: built per block, never for the whole database. Distances are non-negative, and the
 bits of a non-negative float read as a signed integer of the same width are monotonic in its
 value, so for one group the product's output *is* an integer sort key, with no conversion pass.
+
+Part of :mod:`hyp2.metrics`, the evaluation protocol of HyP² Loss (Xu et al., "HyP² Loss: Beyond
+Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1).
 """
 from __future__ import annotations
 

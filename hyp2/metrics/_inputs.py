@@ -3,6 +3,9 @@
 Query codes are converted whole (``(Q, K)`` bits). The database is never copied whole: a
 :class:`CodeSource` or :class:`LabelSource` validates it in row blocks and hands out the bits or
 labels of one database block at a time, so the extra memory does not grow with N.
+
+Part of :mod:`hyp2.metrics`, the evaluation protocol of HyP² Loss (Xu et al., "HyP² Loss: Beyond
+Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1).
 """
 from __future__ import annotations
 

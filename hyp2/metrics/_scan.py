@@ -8,6 +8,9 @@ consumers' per-query state (the top-k candidates, sized from ``EngineOptions.mem
 Units run in worker threads (numpy and torch release the GIL in the heavy steps). Queries are
 split among the workers; when there are too few queries for that, the database is split into
 ranges instead, for the consumers whose results merge across ranges.
+
+Part of :mod:`hyp2.metrics`, the evaluation protocol of HyP² Loss (Xu et al., "HyP² Loss: Beyond
+Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1).
 """
 from __future__ import annotations
 

@@ -3,6 +3,9 @@
 Every function takes ``num_bits=`` (bit-packed codes), ``chunk_size=`` (queries per matmul tile;
 default from the options) and ``options=`` (:class:`~hyp2.metrics.options.EngineOptions`: how the
 engine computes; never what). Scores are python floats or lists of floats.
+
+Part of :mod:`hyp2.metrics`, the evaluation protocol of HyP² Loss (Xu et al., "HyP² Loss: Beyond
+Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1).
 """
 from __future__ import annotations
 
