@@ -53,8 +53,9 @@ class CodeIndex:
             :func:`hyp2.metrics.pack_codes` layout; N >= 1. Not copied when already a contiguous
             uint8 numpy array.
         num_bits: K.
-        ids: N item identifiers (default: ``"0"``, ``"1"``, ...). labels: optional ``(N, C)``
-            0/1 labels. classes: optional C class names. meta: optional metadata dict.
+        ids: optional N item identifiers (None: items are known by their index). labels:
+            optional ``(N, C)`` 0/1 labels. classes: optional C class names. meta: optional
+            metadata dict.
         use_faiss: None uses faiss when it imports; True requires it; False never uses it.
 
     Raises:
@@ -78,8 +79,8 @@ class CodeIndex:
             raise ValueError("codes is empty: the index needs at least one database item")
         self.codes = np.ascontiguousarray(arr)
         n = len(self.codes)
-        self.ids = np.asarray([str(i) for i in range(n)] if ids is None else ids)
-        if self.ids.shape != (n,):
+        self.ids = None if ids is None else np.asarray(ids)  # None: items are known by their index
+        if self.ids is not None and self.ids.shape != (n,):
             raise ValueError(f"{len(self.ids)} ids for {n} codes")
         self.labels = None if labels is None else np.asarray(labels)
         if self.labels is not None and (self.labels.ndim != 2 or len(self.labels) != n):

@@ -117,6 +117,7 @@ def test_query_forms_agree(use_faiss):
 def test_degenerate_cases(use_faiss):
     db = np.array([[1, -1, 1, 1, -1, -1, 1, 1, 1, -1]], np.int8)
     one = CodeIndex(pack_codes(db), 10, use_faiss=use_faiss)
+    assert one.ids is None and one.labels is None and one.classes is None and one.meta == {}
     idx, dist = one.search(np.array([[1] * 10]), 5)  # k > N: N results
     assert idx.tolist() == [[0]] and dist.tolist() == [[4]]
     idx, dist = one.search(np.zeros((0, 10)), 3)  # no query
