@@ -30,10 +30,12 @@ def to_tensor(x: Any, name: str) -> torch.Tensor:
             raise ValueError(f"{name}: object arrays are not supported; pass a numeric array")
         if x.dtype.byteorder == ">":
             x = x.astype(x.dtype.newbyteorder("="))
+        if any(st < 0 for st in x.strides):  # torch views only non-negative strides
+            x = np.ascontiguousarray(x)
         with warnings.catch_warnings():
             # torch warns about read-only arrays because tensors could write to them; we never do.
             warnings.simplefilter("ignore", UserWarning)
-            return torch.from_numpy(np.ascontiguousarray(x))
+            return torch.from_numpy(x)  # a view, whatever the memory order: never a whole copy
     raise ValueError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 
