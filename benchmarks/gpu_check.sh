@@ -61,7 +61,7 @@ for n in (200_000, 10_000_000):
         t = time.perf_counter()
         cpu = fn(q, d, ql, dl, topk=topk)
         cpu_s = time.perf_counter() - t
-        same = gpu == cpu if isinstance(gpu, float) else all(
+        same = abs(gpu - cpu) < 1e-9 if isinstance(gpu, float) else all(
             np.allclose(np.asarray(gpu[k], dtype=float), np.asarray(cpu[k], dtype=float), atol=1e-9)
             for k in ("map", "precision_radius2"))
         print(f"metrics N={n:,} {name}: GPU {gpu_s:.2f} s, CPU {cpu_s:.2f} s, equal: {same}", flush=True)
