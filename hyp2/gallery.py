@@ -9,7 +9,7 @@ baseline, 12 and 48 bits) show the same queries, one row per run.
 
 The codes are the ones the run evaluated: the ``{run}_codes.npz`` that ``--test --plots`` (or
 ``--export_codes``) writes and the run JSON names in ``test.codes`` (:mod:`hyp2.codes`); nothing
-is re-encoded. Ranking is :func:`hyp2.metrics.hamming_ranking` (ties in database order). Images
+is re-encoded. Ranking is :class:`hyp2.index.CodeIndex`'s (exact, ties in database order). Images
 come from the run's dataset rebuilt offline (:class:`ImageSource`); when they cannot be found the
 gallery is skipped with a one-line note.
 """
@@ -27,7 +27,7 @@ from PIL import Image
 
 from .codes import CodeDatabase, load_codes
 from .errors import UserError, reason
-from .metrics import hamming_ranking
+from .index import CodeIndex
 from .runfile import MissingData, from_test, note, run_labels, run_name
 
 #: queries drawn at random (seeded) when the user names none
@@ -171,13 +171,14 @@ def codes_by_id(db: CodeDatabase) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return found
 
 
-def rank_packed(db: CodeDatabase, packed: np.ndarray, top: int,
-                labels: np.ndarray | None = None) -> list[tuple[Hit, ...]]:
+def rank_packed(db: CodeDatabase, packed: np.ndarray, top: int, labels: np.ndarray | None = None,
+                index: CodeIndex | None = None) -> list[tuple[Hit, ...]]:
     """The top ``top`` database items of each packed query code (Q, B) by Hamming distance, ties
-    in database order; with the queries' (Q, C) ``labels``, each hit says whether it is relevant."""
+    in database order; with the queries' (Q, C) ``labels``, each hit says whether it is relevant.
+    ``index`` is ``db``'s :class:`~hyp2.index.CodeIndex` when the caller keeps one (the search page)."""
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ValueError(f"top must be a positive int, got {top!r}")
-    indices, dists = hamming_ranking(packed, db.codes, topk=top, num_bits=db.num_bits)
+    indices, dists = (index or CodeIndex.from_database(db)).search(packed, top)
     if labels is None:
         relevant = np.full(indices.shape, None, dtype=object)
     else:

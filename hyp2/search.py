@@ -28,7 +28,8 @@ from ._plugins import add_plugin_flag, load_plugins
 from .codes import CODES_FORMAT, CODES_VERSION, CodeDatabase, export_codes, load_codes
 from .errors import ArgumentParser, UserError, resolve_device, run_command
 from .hasher import encode_paths, load_hasher
-from .metrics import hamming_ranking, pack_codes
+from .index import CodeIndex
+from .metrics import pack_codes
 
 __all__ = ["CODES_FORMAT", "CODES_VERSION", "CodeDatabase", "export_codes", "load_codes", "check_same_model",
            "search", "main"]
@@ -39,12 +40,15 @@ __all__ = ["CODES_FORMAT", "CODES_VERSION", "CodeDatabase", "export_codes", "loa
 # ----------------------------------------------------------------------------------------------
 
 
-def search(query_outputs: Any, db: CodeDatabase, top: int) -> list[list[dict[str, Any]]]:
+def search(query_outputs: Any, db: CodeDatabase, top: int,
+           index: CodeIndex | None = None) -> list[list[dict[str, Any]]]:
     """Rank the database for each query by Hamming distance (stable: ties in database order).
 
     Args:
         query_outputs: ``(Q, K)`` real-valued outputs (or ±1 codes) with K = ``db.num_bits``.
         db: the database. top: how many results per query (at most N are returned).
+        index: ``db``'s :class:`~hyp2.index.CodeIndex` when the caller keeps one (faiss when
+            installed; the same ranking either way).
     Returns:
         For each query, its results in rank order: ``{"rank", "distance", "id", "labels"}``
         (rank from 1; labels are class names).
@@ -55,7 +59,7 @@ def search(query_outputs: Any, db: CodeDatabase, top: int) -> list[list[dict[str
     if packed.shape[1] != db.codes.shape[1]:
         raise ValueError(f"query codes have {packed.shape[1]} bytes but the database's {db.num_bits}-bit "
                          f"codes have {db.codes.shape[1]}")
-    indices, dists = hamming_ranking(packed, db.codes, topk=top, num_bits=db.num_bits)
+    indices, dists = (index or CodeIndex.from_database(db)).search(packed, top)
     return [[{"rank": r + 1, "distance": int(d), "id": str(db.ids[j]), "labels": db.label_names(j)}
              for r, (j, d) in enumerate(zip(row_i, row_d))]
             for row_i, row_d in zip(indices, dists)]

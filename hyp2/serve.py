@@ -42,6 +42,7 @@ from PIL import Image
 from ._plugins import add_plugin_flag
 from .codes import CodeDatabase, load_codes
 from .errors import ArgumentParser, UserError, reason, resolve_device
+from .index import CodeIndex
 from .gallery import ImageSource, Retrieval, codes_by_id, encode_image, rank_packed, thumbnail
 from .htmlpage import data_uri, esc, hit_caption, page, thumb
 from .metrics import pack_codes
@@ -168,6 +169,8 @@ class SearchService:
         self.hasher, self.db, self.images = hasher, db, images
         self.top, self.max_upload, self.max_pixels, self.source = top, max_upload, max_pixels, source
         self._codes = codes_by_id(db)
+        self.index = CodeIndex.from_database(db)
+        self.index.search(db.codes[:1], 1)  # builds a faiss index now, not in the first requests at once
         self._encode_lock = threading.Lock()
         self.thumbnail = functools.lru_cache(maxsize=4096)(self._thumbnail)
         ids = (db.queries.ids if db.queries is not None else db.ids).tolist()
@@ -180,7 +183,7 @@ class SearchService:
         if entry is None:
             raise BadRequest(404, f"no image {ident!r} in the codes file; pick one on the start page")
         code, labels = entry
-        hits = rank_packed(self.db, code[None, :], top, labels[None, :])[0]
+        hits = rank_packed(self.db, code[None, :], top, labels[None, :], index=self.index)[0]
         names = tuple(self.db.classes[c] for c in np.flatnonzero(labels))
         return Query(ident, ident, names), Retrieval(ident, names, hits)
 
@@ -189,7 +192,7 @@ class SearchService:
         img = decode_upload(data, self.max_pixels)
         with self._encode_lock:  # one forward pass at a time bounds memory; torch uses all cores
             outputs = self.hasher.outputs([img])
-        hits = rank_packed(self.db, pack_codes(outputs), top)[0]
+        hits = rank_packed(self.db, pack_codes(outputs), top, index=self.index)[0]
         return Query(None, name, (), thumbnail(img)), Retrieval(name, (), hits)
 
     def _thumbnail(self, ident: str) -> tuple[str, bytes] | None:
