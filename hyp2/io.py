@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
@@ -63,6 +64,30 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes in the largest binary unit that keeps it at least 1: "512 B", "3.4 MiB", "12 GiB"."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" or abs(n) >= 100 else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def require_free_space(directory: str | os.PathLike, nbytes: int, message: str) -> None:
+    """Raise ``UserError(message)`` when ``directory`` has fewer than ``nbytes`` free; the placeholders
+    ``{need}`` and ``{free}`` in ``message`` are replaced by the sizes in human units (:func:`human_bytes`;
+    plain replacement, so paths with braces in the message are safe). A folder whose free space
+    cannot be read is let through: the write itself then reports what is wrong."""
+    from .errors import UserError
+
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return
+    if nbytes > free:
+        raise UserError(message.replace("{need}", human_bytes(nbytes)).replace("{free}", human_bytes(free)))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from .errors import UserError, reason
-from .io import atomic_save, atomic_write_json
+from .io import atomic_save, atomic_write_json, require_free_space
 from .models import ModelRecipe, state_digest
 
 CHECKPOINT_FORMAT = "hyp2-checkpoint"
@@ -177,13 +176,9 @@ def write_atomic(path: Path, save: Callable[[Any], None], what: str, need: int =
             permissions); the previous file at ``path`` is then untouched.
     """
     path = Path(path)
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:
-        free = None
-    if free is not None and free < need:
-        raise UserError(f"not enough space for the {what} {path}: it needs about {_size(need)}, {_size(free)} "
-                        f"are free; free some space or pass another --result_dir (the previous file is kept)")
+    require_free_space(path.parent, need, f"not enough space for the {what} {path}: it needs about {{need}}, "
+                                          f"{{free}} are free; free some space or pass another --result_dir "
+                                          f"(the previous file is kept)")
     try:
         atomic_save(path, save)
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
@@ -197,14 +192,6 @@ def _write_json(path: Path, obj: Any) -> None:
     except OSError as e:
         raise UserError(f"cannot write results {path} ({e.strerror or reason(e)}); check the free space and "
                         f"permissions of {path.parent} (the previous file is kept)") from None
-
-
-def _size(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
 
 
 # ---------------------------------------------------------------------------------------- best checkpoint

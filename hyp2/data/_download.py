@@ -25,7 +25,6 @@ import hashlib
 import http.client
 import os
 import re
-import shutil
 import socket
 import urllib.error
 import urllib.request
@@ -34,6 +33,7 @@ from typing import Mapping
 
 from tqdm import tqdm
 
+from ..io import human_bytes, require_free_space  # noqa: F401 - used by the dataset modules too
 from ..errors import UserError
 
 CHUNK = 1 << 20
@@ -45,24 +45,6 @@ class _Interrupted(Exception):
 
 
 DIGESTS = ("md5", "sha256", "git_blob", "size")
-
-
-def human_bytes(n: float) -> str:
-    """``n`` bytes in the largest binary unit that keeps it at least 1: "512 B", "3.4 MiB", "12 GiB"."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" or abs(n) >= 100 else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def require_free_space(directory: str | os.PathLike, nbytes: int, message: str) -> None:
-    """Raise ``UserError(message)`` when ``directory`` has fewer than ``nbytes`` free; the placeholders
-    ``{need}`` and ``{free}`` in ``message`` are replaced by the sizes in human units (:func:`human_bytes`;
-    plain replacement, so paths with braces in the message are safe)."""
-    free = shutil.disk_usage(directory).free
-    if nbytes > free:
-        raise UserError(message.replace("{need}", human_bytes(nbytes)).replace("{free}", human_bytes(free)))
 
 
 def file_digests(path: str | os.PathLike, kinds=DIGESTS, progress: bool = False) -> dict[str, str | int]:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from hyp2.data import DataOptions, LabelledImages, RetrievalData, image_transform, load_dataset
-from hyp2.data import _cache, _download
+from hyp2.data import _cache
 from hyp2.data._cache import MemmapImages, cache_paths, ids_hash, maybe_cache
 from hyp2.data._lists import ImageFiles
 from hyp2.data.custom import build_custom
@@ -137,7 +137,7 @@ def test_memmap_loader_pickles_without_its_data(tmp_path):
 def test_not_enough_disk_space(tmp_path, monkeypatch):
     root = _root(tmp_path)
     Usage = namedtuple("Usage", "total used free")
-    monkeypatch.setattr(_download.shutil, "disk_usage", lambda p: Usage(10, 9, 1))
+    monkeypatch.setattr("shutil.disk_usage", lambda p: Usage(10, 9, 1))
     # sizes in human units: 3 KiB here, not "0.0 GiB"
     with pytest.raises(UserError, match=r"--cache needs 3\.0 KiB for .* but only 1 B are free"):
         load_dataset("custom", DataOptions(root=root, image_size=SIZE, cache=True), progress=False)

@@ -7,7 +7,6 @@ from collections import namedtuple
 
 import pytest
 
-from hyp2.data import _download
 from hyp2.data._download import digest_mismatch, fetch, file_digests, human_bytes, md5sum, require_free_space
 from hyp2.errors import UserError
 
@@ -159,7 +158,7 @@ def test_human_bytes():
 
 def test_free_space_message_in_human_units(tmp_path, monkeypatch):
     Usage = namedtuple("Usage", "total used free")
-    monkeypatch.setattr(_download.shutil, "disk_usage", lambda p: Usage(10, 9, 512))
+    monkeypatch.setattr("shutil.disk_usage", lambda p: Usage(10, 9, 512))
     require_free_space(tmp_path, 512, "unused")
     with pytest.raises(UserError, match=r"^need 2.0 KiB in /odd\{path\}, 512 B free$"):
         require_free_space(tmp_path, 2048, "need {need} in /odd{path}, {free} free")
