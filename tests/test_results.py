@@ -223,3 +223,26 @@ def test_read_only_result_dir_stops_the_cli_in_one_line(tmp_path, capsys):
         assert main(["--dataset", "demo", "--epochs", "1", "--subset", "20", "--result_dir", str(ro)]) == 2
         err = capsys.readouterr().err
         assert "is not writable" in err and err.count("\n") == 1
+
+
+def test_several_runs_share_one_result_folder_at_once(tmp_path, capsys):
+    """Runs of other names in one folder at the same time (a sweep): each holds only its own name,
+    cleans only its own files, and --test of each reads back its own model."""
+    import json
+
+    from hyp2.cli import main
+    common = [sys.executable, "retrieval.py", "--dataset", "demo", "--subset", "60", "--epochs", "2",
+              "--result_dir", str(tmp_path)]
+    runs = {"demo_small_8": ["--hash_bit", "8"], "demo_small_48": ["--hash_bit", "48"],
+            "demo_small_8_dhn": ["--hash_bit", "8", "--loss", "dhn"]}
+    procs = [subprocess.Popen(common + flags, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for flags in runs.values()]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-500:] for _, err in outputs]
+    for (run, flags), (out, _) in zip(runs.items(), outputs):
+        record = json.loads((tmp_path / f"{run}.json").read_text())
+        assert record["run"] == run and [h["epoch"] for h in record["history"]] == [1, 2]
+        assert f"map: {record['best']['map']}" in out
+        assert main(["--dataset", "demo", "--subset", "60", "--result_dir", str(tmp_path), "--test", *flags]) == 0
+        assert f"map: {record['best']['map']}" in capsys.readouterr().out
+    assert not list(tmp_path.glob(".*.tmp"))
