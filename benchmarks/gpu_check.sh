@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The checks that need a GPU, as one script to run on a GPU machine: `bash benchmarks/gpu_check.sh`
-# (about 9 minutes on one GPU). Writes everything under $OUT, or result/gpu_check.
+# runs both parts (allow 10-15 minutes on one GPU); `bash benchmarks/gpu_check.sh checks` runs items
+# 1-4 only, `bash benchmarks/gpu_check.sh speed` item 5 only (each well under 10 minutes).
+# Writes everything under $OUT, or result/gpu_check.
 #   1. the CUDA tests (loss on CUDA, metrics on CUDA tensors = CPU results, the hasher on CUDA);
 #   2. train -> --test -> search -> load_hasher for every paper backbone on CUDA, in fp32 and
 #      with --amp (tests/test_e2e.py with HYP2_TEST_DEVICE=cuda, HYP2_TEST_AMP=1);
@@ -13,6 +15,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-result/gpu_check}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+PART=${1:-all}
+if [ "$PART" = all ] || [ "$PART" = checks ]; then
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
@@ -68,6 +72,8 @@ for n in (200_000, 10_000_000):
     del gpu_args
 PY
 } 2>&1 | tee "$OUT/checks.txt"
+fi
+if [ "$PART" = all ] || [ "$PART" = speed ]; then
 for spec in "googlenet 448" "alexnet 224"; do
   set -- $spec
   for amp in "" "--amp"; do
@@ -76,3 +82,4 @@ for spec in "googlenet 448" "alexnet 224"; do
       | tee -a "$OUT/train_speed.txt"
   done
 done
+fi
