@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from hyp2.distributed import Dist, gather_rows, per_rank_batch, shard
@@ -29,6 +30,7 @@ def test_global_batch_must_split_evenly():
         per_rank_batch(100, Dist(0, 3))
 
 
+@pytest.mark.slow
 def test_torchrun_two_gloo_processes_train_the_demo(tmp_path):
     out = tmp_path / "result"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -63,6 +65,7 @@ import os, sys, torch, torch.distributed as dist, torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 from hyp2.distributed import Dist, average_gradients, gather_batch
 from hyp2.losses import build_loss
+
 
 def batch():
     g = torch.Generator().manual_seed(0)
@@ -106,6 +109,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_two_processes_get_the_global_batch_gradient(tmp_path):
     script = tmp_path / "check.py"
     script.write_text(GRADIENT_CHECK)

@@ -13,6 +13,8 @@ from PIL import Image
 from hyp2._plugins import load_plugin
 from hyp2.cli import main
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "docs" / "examples"
 DEMO = ["--dataset", "demo", "--subset", "40", "--epochs", "1", "--batch_size", "20", "--hash_bit", "12"]

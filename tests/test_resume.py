@@ -12,6 +12,8 @@ import torch
 
 from hyp2.cli import main
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--dataset", "demo", "--subset", "100", "--epochs", "4", "--eval_every", "1",
         "--batch_size", "25", "--hash_bit", "12"]
