@@ -25,7 +25,7 @@ from .evaluate import encode, full_evaluation
 from .hasher import rebuild_model
 from .losses import HashLoss, build_loss
 from .metrics import mean_average_precision
-from .models import ModelRecipe, imagenet_state
+from .models import ModelRecipe, initial_model
 from .results import (RunFiles, RunLock, RunRecorder, check_compatible, load_checkpoint, load_last,
                       prepare_result_dir, read_json, save_checkpoint, save_last, write_atomic)
 from .train import (EpochStats, fit, make_loader, make_optimizer, make_scheduler, rng_state, seed_everything,
@@ -215,8 +215,7 @@ class _Training:
         self.topk = protocol_topk(c, self.data)
         self.loss_fn = make_loss(c, self.data.num_classes).to(device)
         self.recipe = ModelRecipe.for_training(c.backbone, c.hash_bit, c.image_size, pretrained=c.pretrained)
-        state, source = imagenet_state(c.backbone, c.weights) if c.pretrained else (None, "")
-        self.model = self.recipe.build(state, source).to(device)
+        self.model = initial_model(self.recipe, c.pretrained, c.weights).to(device)
         if cuda:
             torch.backends.cudnn.benchmark = True
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -41,11 +41,9 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from .data.base import IMAGENET_MEAN, IMAGENET_STD
 from .errors import UserError, reason
 from .validate import check_int, is_int
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,9 @@ class Backbone:
         lr: default network learning rate.
         input_options: ``input_options(pretrained) -> dict`` of ``arch`` keyword arguments that
             define the input convention (Inception's ``transform_input``); recorded in checkpoints.
-        mean, std: the per-channel normalisation of its input.
+
+    Every backbone reads images normalised as the data pipeline does (ImageNet mean and std,
+    :func:`hyp2.data.image_transform`), as the official code feeds all of them.
     """
 
     name: str
@@ -75,8 +75,6 @@ class Backbone:
     lr: float = 0.02
     min_size: int = 32
     input_options: Callable[[bool], dict[str, Any]] = field(default=lambda pretrained: {})
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
 
 
 BACKBONES: dict[str, Backbone] = {}
@@ -127,7 +125,7 @@ class ModelRecipe:
         check_int("model", "num_bits", num_bits, 1)
         size = entry.image_size if image_size is None else check_int("model", "image_size", image_size, 1)
         options = entry.input_options(bool(pretrained))
-        return cls(backbone, int(num_bits), size, tuple(sorted(options.items())), entry.mean, entry.std)
+        return cls(backbone, int(num_bits), size, tuple(sorted(options.items())))
 
     def build(self, imagenet_state: Mapping[str, torch.Tensor] | None = None, source: str = "") -> nn.Module:
         """The network: ``arch`` with random weights (or ``imagenet_state`` loaded), then the hash
@@ -194,8 +192,14 @@ def build_model(backbone: str, num_bits: int, pretrained: bool = True,
             a backbone without ImageNet weights is asked for them.
     """
     pretrained = pretrained or weights_path is not None
-    recipe = ModelRecipe.for_training(backbone, num_bits, pretrained=pretrained)
-    state, source = imagenet_state(backbone, weights_path) if pretrained else (None, "")
+    return initial_model(ModelRecipe.for_training(backbone, num_bits, pretrained=pretrained), pretrained,
+                         weights_path)
+
+
+def initial_model(recipe: ModelRecipe, pretrained: bool, weights_path: str | os.PathLike | None = None) -> nn.Module:
+    """The network a training run starts from: ``recipe`` built from ImageNet weights (``weights_path``,
+    else torchvision's download) when ``pretrained``, else from random weights."""
+    state, source = imagenet_state(recipe.backbone, weights_path) if pretrained else (None, "")
     return recipe.build(state, source)
 
 

@@ -19,6 +19,7 @@ leaves a truncated file in place of a good one. Checkpoints load with ``weights_
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import time
@@ -77,16 +78,12 @@ class RunFiles:
         removed = []
         for suffix in _OWNED_SUFFIXES:
             name = f"{self.run}{suffix}"
-            for tmp in self.result_dir.glob(f".{_glob_escape(name)}.*.tmp"):
+            for tmp in self.result_dir.glob(f".{glob.escape(name)}.*.tmp"):
                 middle = tmp.name[len(name) + 2:-len(".tmp")]
                 if "." not in middle:  # mkstemp's random part has no dot
                     tmp.unlink(missing_ok=True)
                     removed.append(tmp)
         return removed
-
-
-def _glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def prepare_result_dir(path: Path) -> Path:
