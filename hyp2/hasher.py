@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -131,9 +131,17 @@ class Hasher:
 
     @torch.no_grad()
     def outputs(self, images: Any, batch_size: int = ENCODE_BATCH) -> torch.Tensor:
-        """(B, K) float32 real-valued network outputs on the CPU, in input order."""
-        x = self.preprocess(images)
-        outs = [self.model(x[i:i + batch_size].to(self.device)).float().cpu() for i in range(0, len(x), batch_size)]
+        """(B, K) float32 real-valued network outputs on the CPU, in input order. Images given as
+        PIL images or paths are read and transformed ``batch_size`` at a time (bounded memory)."""
+        from PIL import Image
+
+        if torch.is_tensor(images) or isinstance(images, (str, os.PathLike, Image.Image)):
+            images = self.preprocess(images)  # one (B, 3, S, S) input tensor
+        outs = []
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
+            x = batch if torch.is_tensor(batch) else self.preprocess(batch)
+            outs.append(self.model(x.to(self.device)).float().cpu())
         out = torch.cat(outs) if outs else torch.empty(0, self.num_bits)
         if torch.isnan(out).any():
             raise UserError(f"the model of {self.checkpoint.path} gives NaN outputs; the checkpoint is broken: retrain")
@@ -156,8 +164,3 @@ def load_hasher(path: str | os.PathLike, device: torch.device | str = "cpu") -> 
     device = resolve_device(str(device), flag="device")
     return Hasher(load_checkpoint(Path(path)), device)
 
-
-def encode_paths(hasher: Hasher, paths: Sequence[str | os.PathLike], batch_size: int = ENCODE_BATCH) -> torch.Tensor:
-    """:meth:`Hasher.outputs` of image files, read ``batch_size`` at a time (bounded memory)."""
-    parts = [hasher.outputs(list(paths[i:i + batch_size]), batch_size) for i in range(0, len(paths), batch_size)]
-    return torch.cat(parts) if parts else torch.empty(0, hasher.num_bits)

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 from ._plugins import add_plugin_flag, load_plugins
 from .codes import CODES_FORMAT, CODES_VERSION, CodeDatabase, export_codes, load_codes
 from .errors import ArgumentParser, UserError, resolve_device, run_command
-from .hasher import encode_paths, load_hasher
+from .hasher import load_hasher
 from .index import CodeIndex
 from .metrics import pack_codes
 
@@ -55,11 +55,8 @@ def search(query_outputs: Any, db: CodeDatabase, top: int,
     """
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ValueError(f"top must be a positive int, got {top!r}")
-    packed = pack_codes(query_outputs)
-    if packed.shape[1] != db.codes.shape[1]:
-        raise ValueError(f"query codes have {packed.shape[1]} bytes but the database's {db.num_bits}-bit "
-                         f"codes have {db.codes.shape[1]}")
-    indices, dists = (index or CodeIndex.from_database(db)).search(packed, top)
+    # the index checks the codes' width against K (ValueError otherwise)
+    indices, dists = (index or CodeIndex.from_database(db)).search(query_outputs, top)
     return [[{"rank": r + 1, "distance": int(d), "id": str(db.ids[j]), "labels": db.label_names(j)}
              for r, (j, d) in enumerate(zip(row_i, row_d))]
             for row_i, row_d in zip(indices, dists)]
@@ -130,7 +127,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     hasher = load_hasher(args.checkpoint, resolve_device(args.device))
     db = load_codes(args.codes)
     check_same_model(hasher, db, args.codes)
-    outputs = encode_paths(hasher, args.images)
+    outputs = hasher.outputs(args.images)
     results = search(outputs, db, args.top)
     if args.json:
         packed = pack_codes(outputs)
