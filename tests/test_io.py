@@ -1,8 +1,10 @@
 import json
+from collections import namedtuple
 
 import pytest
 
-from hyp2.io import atomic_open, atomic_write_json, atomic_write_text
+from hyp2.errors import UserError
+from hyp2.io import atomic_open, atomic_write_json, atomic_write_text, human_bytes, require_free_space
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -33,3 +35,16 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "p.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_human_bytes():
+    assert [human_bytes(n) for n in (0, 1023, 1024, 3 * 1024, 150 * 2**20, 13510573713)] == [
+        "0 B", "1023 B", "1.0 KiB", "3.0 KiB", "150 MiB", "12.6 GiB"]
+
+
+def test_free_space_message_in_human_units(tmp_path, monkeypatch):
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr("shutil.disk_usage", lambda p: Usage(10, 9, 512))
+    require_free_space(tmp_path, 512, "unused")
+    with pytest.raises(UserError, match=r"^need 2.0 KiB in /odd\{path\}, 512 B free$"):
+        require_free_space(tmp_path, 2048, "need {need} in /odd{path}, {free} free")

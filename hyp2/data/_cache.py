@@ -31,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..io import atomic_path, atomic_write_json
-from ._download import require_free_space
+from ..io import require_free_space
 from .base import DataOptions, LabelledImages, RetrievalData
 
 CACHE_VERSION = 1

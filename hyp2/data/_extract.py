@@ -35,7 +35,8 @@ from typing import IO, Any, Callable, Sequence
 from tqdm import tqdm
 
 from ..errors import UserError, reason
-from ._download import CHUNK, require_free_space
+from ..io import require_free_space
+from ._download import CHUNK
 
 #: how much of a member's name a message quotes (a hostile name can be very long)
 _NAME_CHARS = 80

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from ..errors import UserError
+from .base import LabelledImages, ListLines, RetrievalData, image_transform
 
 # As the official code does: accept JPEGs whose last bytes are missing (NUS-WIDE and MIRFLICKR hold a
 # few) instead of stopping a long run; PIL fills the missing rows with grey.
@@ -66,6 +67,9 @@ def _looks_like_path(token: str) -> bool:
 
 def _split_line(path: Path, lineno: int, tokens: list[str], num_labels: int | None, labels_from: str):
     """``(image path, label tokens)`` of one non-blank line, or a UserError saying what is wrong."""
+    labels = tokens[1:]
+    if (num_labels is None or len(labels) == num_labels) and labels and all(v in ("0", "1") for v in labels):
+        return tokens[0], labels  # the common, well-formed line: no further checks (lists have 200,000 lines)
     last_path = max((k for k, t in enumerate(tokens) if _looks_like_path(t)), default=0)
     if last_path > 0:
         name = " ".join(tokens[:last_path + 1])
@@ -78,10 +82,15 @@ def _split_line(path: Path, lineno: int, tokens: list[str], num_labels: int | No
         source = f" ({labels_from})" if labels_from else ""
         raise UserError(f"{path} line {lineno}: expected an image path followed by {num_labels} labels{source}, "
                         f"found {len(tokens) - 1} (paths may not contain spaces)")
-    for col, value in enumerate(tokens[1:], start=1):
+    check_labels(path, lineno, tokens[1:])
+    return tokens[0], tokens[1:]
+
+
+def check_labels(path: Path, lineno: int, labels: Sequence[str]) -> None:
+    """Every label token of a line is "0" or "1"; a UserError naming the file, line and column."""
+    for col, value in enumerate(labels, start=1):
         if value != "0" and value != "1":
             raise UserError(f"{path} line {lineno}: label {col} is {value!r}, labels must be 0 or 1")
-    return tokens[0], tokens[1:]
 
 
 def read_image_list(path: Path, num_labels: int | None = None, what: str = "image list",
@@ -208,3 +217,31 @@ def output_folder(out: Path, names: Sequence[str], overwrite: bool) -> Path:
     except OSError as e:
         raise UserError(f"cannot create the folder --out {out}: {e.strerror or e}") from None
     return out
+
+
+#: the three files of a dataset in list format, by the split each holds
+LISTS = {"train": "train.txt", "query": "test.txt", "database": "database.txt"}
+
+
+def list_split(list_file: Path, parsed: ImageList, base: Path, role: str, image_size: int, what: str, *,
+               root: Path | None = None, hint: str = "", check_files: bool = True) -> LabelledImages:
+    """One split from a parsed list file: images at ``base / path`` (checked to exist unless
+    ``check_files``; ``hint`` says where they come from), ids relative to ``root`` (the paths as
+    written when ``root`` is None), the training transform for ``role == "train"``, and each item's
+    list line kept for messages."""
+    paths = [str(base / p) for p in parsed.paths]
+    if check_files:
+        require_files(paths, f"{what} {role} list {list_file}", hint)
+    ids = parsed.paths if root is None else [os.path.relpath(p, root) for p in paths]
+    return LabelledImages(ids, parsed.labels, ImageFiles(paths), image_transform(image_size, role == "train"),
+                          ListLines(list_file, parsed.lines))
+
+
+def protocol_data(name: str, classes: Sequence[str], splits: dict[str, LabelledImages], topk: int | None,
+                  lists: str) -> RetrievalData:
+    """A dataset whose split the list files fix: mAP@``topk`` (capped at the database size), and the
+    provenance naming the lists and the split sizes."""
+    counts = ", ".join(f"{role} {len(split):,}" for role, split in splits.items())
+    return RetrievalData(name, tuple(classes), splits["train"], splits["query"], splits["database"],
+                         topk=None if topk is None else min(topk, len(splits["database"])),
+                         provenance={"lists": lists, "split": f"as the lists give it ({counts})"})

@@ -36,14 +36,15 @@ def load_dataset(name: str, options: DataOptions, subset: int = 0, progress: boo
         UserError: an unknown dataset (naming the known ones), a builder's ``ValueError``, or an
             empty split (naming it and the data folder); builders raise their own ``UserError``.
     """
-    from . import build_dataset  # the registry fills itself on first use
+    from . import dataset_info  # the registry fills itself on first use
 
     if subset < 0:
         raise ValueError(f"subset must be >= 0, got {subset}")
     try:
-        data = build_dataset(name, options)
-    except ValueError as e:
+        info = dataset_info(name)
+    except ValueError as e:  # an unknown name: the known ones are listed
         raise UserError(f"--dataset {name}: {e}") from None
+    data = info.build(options)  # builders raise UserError for what a user must fix
     if subset:
         data = take_subset(data, subset)
     for split in SPLITS:

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import UserError
-from ._download import fetch, git_blob, human_bytes
+from ..io import human_bytes
+from ._download import fetch, git_blob
 
 RAW_HOST = "https://raw.githubusercontent.com"
 

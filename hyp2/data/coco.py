@@ -45,17 +45,17 @@ import numpy as np
 from ..errors import ArgumentParser, UserError, run_command
 from ..io import atomic_write_text
 from ..validate import check_int
-from ._download import fetch, human_bytes
+from ..io import human_bytes
+from ._download import fetch
 from ._extract import extract_into_place
-from ._lists import (ImageFiles, ImageList, output_folder, read_class_names, read_image_list, read_text,
-                     require_files)
+from ._lists import (LISTS, ImageList, list_split, output_folder, protocol_data, read_class_names, read_image_list,
+                     read_text)
 from ._pinned import DEEPHASH_REPO, ensure_pinned, pinned
-from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
+from .base import DataOptions, RetrievalData, register
 
 FOLDER = "coco"
 NUM_LABELS = 80
 NUM_QUERY, NUM_TRAIN, TOPK = 5000, 10000, 5000
-LISTS = {"train": "train.txt", "query": "test.txt", "database": "database.txt"}
 # The 80 object categories in ascending category id (1..90 with gaps), as instances_*2014.json names them.
 CLASSES = ("person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
            "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
@@ -87,8 +87,7 @@ def _image_sets(lists: Iterable[ImageList]) -> list[str]:
 
 
 def ensure_images(folder: Path, image_sets: Iterable[str], *, download: bool = True, base_url: str | None = None,
-                  check_size: bool = True, sizes: dict[str, int] | None = None, progress: bool = True,
-                  timeout: float = 60.0, attempts: int = 3) -> None:
+                  check_size: bool = True, sizes: dict[str, int] | None = None, progress: bool = True) -> None:
     """Make sure ``folder/<set>/`` exists for every image set, from ``folder/<set>.zip`` (found or downloaded).
 
     Args:
@@ -98,7 +97,7 @@ def ensure_images(folder: Path, image_sets: Iterable[str], *, download: bool = T
         base_url: folder URL holding the archives (default: ``$HYP2_COCO_URL``, else :data:`BASE_URL`).
         check_size: compare archives with ``sizes`` (``--no_md5`` turns it off: a mirror's repacked zip).
         sizes: image set -> archive size, overriding :data:`ARCHIVE_SIZES` (tests serve their own).
-        progress, timeout, attempts: passed to :func:`hyp2.data._download.fetch`.
+        progress: passed to :func:`hyp2.data._download.fetch`.
     """
     base = (base_url or os.environ.get(ENV_URL) or BASE_URL).rstrip("/") + "/"
     sizes = {**ARCHIVE_SIZES, **(sizes or {})}
@@ -117,7 +116,7 @@ def ensure_images(folder: Path, image_sets: Iterable[str], *, download: bool = T
             hint = (f"; to use a mirror set {ENV_URL} to the folder URL that holds {name}.zip, or put {name}.zip "
                     f"in {folder} yourself")
             fetch(base + f"{name}.zip", archive, digests=None if expected is None else {"size": expected},
-                  hint=hint, progress=progress, timeout=timeout, attempts=attempts)
+                  hint=hint, progress=progress)
         extract_into_place([archive], folder, name, progress=progress)
 
 
@@ -136,20 +135,11 @@ def build_coco(options: DataOptions, base_url: str | None = None, sizes: dict[st
               for role, name in LISTS.items()}
     ensure_images(folder, _image_sets(parsed.values()), download=options.download, base_url=base_url,
                   check_size=options.check_md5, sizes=sizes, progress=progress)
-    size = options.image_size
-    splits = {}
-    for role, lst in parsed.items():
-        paths = [str(folder / p) for p in lst.paths]
-        require_files(paths, f"COCO {role} list {folder / LISTS[role]}",
-                      "; the lists refer to the train2014 and val2014 images of the COCO site (cocodataset.org)")
-        ids = [os.path.relpath(p, root) for p in paths]
-        splits[role] = LabelledImages(ids, lst.labels, ImageFiles(paths), image_transform(size, role == "train"),
-                                      ListLines(folder / LISTS[role], lst.lines))
+    hint = "; the lists refer to the train2014 and val2014 images of the COCO site (cocodataset.org)"
+    splits = {role: list_split(folder / LISTS[role], lst, folder, role, options.image_size, "COCO", root=root,
+                               hint=hint) for role, lst in parsed.items()}
     classes = read_class_names(folder / "classes.txt", NUM_LABELS) or CLASSES
-    counts = ", ".join(f"{role} {len(split):,}" for role, split in splits.items())
-    provenance = {"lists": found.provenance(folder, DEEPHASH_REPO), "split": f"as the lists give it ({counts})"}
-    return RetrievalData("coco", tuple(classes), splits["train"], splits["query"], splits["database"],
-                         topk=min(TOPK, len(splits["database"])), provenance=provenance)
+    return protocol_data("coco", classes, splits, TOPK, found.provenance(folder, DEEPHASH_REPO))
 
 
 @register("coco", "MS-COCO 2014, 80 categories, HashNet protocol (DeepHash-pytorch lists, fetched): 10,000 train / "

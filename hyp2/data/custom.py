@@ -20,10 +20,9 @@ from pathlib import Path
 
 from ..errors import UserError
 from ._download import git_blob
-from ._lists import ImageFiles, default_class_names, read_class_names, read_image_list, require_files
-from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
+from ._lists import LISTS, default_class_names, list_split, read_class_names, read_image_list
+from .base import DataOptions, RetrievalData, register
 
-LISTS = {"train": "train.txt", "query": "test.txt", "database": "database.txt"}
 
 
 def build_custom(options: DataOptions) -> RetrievalData:
@@ -43,10 +42,7 @@ def build_custom(options: DataOptions) -> RetrievalData:
                                  labels_from="" if num_labels is None else "as in train.txt")
         if num_labels is None:
             num_labels = parsed.labels.shape[1]
-        paths = [str(root / p) for p in parsed.paths]
-        require_files(paths, f"custom {role} list {path}")
-        splits[role] = LabelledImages(parsed.paths, parsed.labels, ImageFiles(paths),
-                                      image_transform(size, role == "train"), ListLines(path, parsed.lines))
+        splits[role] = list_split(path, parsed, root, role, size, "custom")
         blobs.append(f"{path} (git blob {git_blob(path)[:10]})")
     classes = read_class_names(root / "classes.txt", num_labels) or default_class_names(num_labels)
     provenance = {"lists": ", ".join(blobs) + ": the user's own lists", "split": "as the three lists give it"}

@@ -48,9 +48,10 @@ import numpy as np
 
 from ..errors import ArgumentParser, UserError, run_command
 from ..io import atomic_write_json, atomic_write_text
-from ..validate import check_int
+from ..validate import check_int, is_int
 from ._download import git_blob
-from ._lists import ImageFiles, output_folder, read_class_names, read_text, require_files
+from ._lists import (ImageFiles, check_labels, default_class_names, output_folder, read_class_names, read_text,
+                     require_files)
 from ._pinned import HYP2_REPO, Found, ensure_pinned, pinned
 from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
 
@@ -153,9 +154,7 @@ def read_annotation_files(folder: Path) -> tuple[list[str], np.ndarray, np.ndarr
         width = width or len(tokens)
         if len(tokens) != width:
             raise UserError(f"{targets_txt} line {lineno}: {len(tokens)} labels, earlier lines have {width}")
-        for col, value in enumerate(tokens, start=1):
-            if value != "0" and value != "1":
-                raise UserError(f"{targets_txt} line {lineno}: label {col} is {value!r}, labels must be 0 or 1")
+        check_labels(targets_txt, lineno, tokens)
         rows.append(tokens)
         numbers.append(lineno)
     if len(rows) != len(names):
@@ -172,7 +171,7 @@ def validate_permutation(perm: object, n: int, source: str) -> np.ndarray:
     Raises:
         UserError: not a list of integers, an index out of range, a duplicate, or the wrong length.
     """
-    if not isinstance(perm, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in perm):
+    if not isinstance(perm, list) or not all(is_int(v) for v in perm):
         raise UserError(f"split file {source} must hold a JSON list of integers (indices of img.txt lines)")
     for pos, v in enumerate(perm):
         if not 0 <= v < n:
@@ -255,7 +254,7 @@ def build_flickr(options: DataOptions, num_query: int = NUM_QUERY, num_train: in
     perm, split_note = choose_split(folder, n, options, lists, progress)
     classes = read_class_names(folder / "classes.txt", labels.shape[1])
     if classes is None:
-        classes = CLASSES if labels.shape[1] == len(CLASSES) else tuple(f"class{i}" for i in range(labels.shape[1]))
+        classes = CLASSES if labels.shape[1] == len(CLASSES) else default_class_names(labels.shape[1])
     paths = [image_path(folder, name) for name in names]
     require_files(paths, f"Flickr-25k list {folder / 'img.txt'}", IMAGES_HINT.format(folder=folder))
     ids = [os.path.relpath(p, root) for p in paths]

@@ -23,17 +23,15 @@ says which. The images are not downloadable from a stable host: put them in
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from ._lists import ImageFiles, default_class_names, read_class_names, read_image_list, require_files
+from ._lists import LISTS, default_class_names, list_split, protocol_data, read_class_names, read_image_list
 from ._pinned import HYP2_REPO, ensure_pinned, pinned
-from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
+from .base import DataOptions, RetrievalData, register
 
 FOLDER = "nus_wide"
 NUM_LABELS = 21
 TOPK = 5000
-LISTS = {"train": "train.txt", "query": "test.txt", "database": "database.txt"}
 #: The authors' lists (git blob ids and SHA-256: :mod:`hyp2.data._pinned`).
 OFFICIAL = pinned("nuswide")
 IMAGES_HINT = ("; the lists refer to the NUS-WIDE images as DSDH and DeepHash-pytorch distribute them "
@@ -49,22 +47,12 @@ def build_nuswide(options: DataOptions, check_files: bool = True, progress: bool
     root = Path(options.root)
     folder = root / FOLDER
     found = ensure_pinned(folder, OFFICIAL, HYP2_REPO, "NUS-WIDE", download=options.download, progress=progress)
-    size = options.image_size
-    splits = {}
-    for role, name in LISTS.items():
-        path = folder / name
-        parsed = read_image_list(path, NUM_LABELS, what=f"NUS-WIDE {role} list")
-        paths = [str(folder / p) for p in parsed.paths]
-        if check_files:
-            require_files(paths, f"NUS-WIDE {role} list {path}", IMAGES_HINT.format(folder=folder))
-        ids = [os.path.relpath(p, root) for p in paths]
-        splits[role] = LabelledImages(ids, parsed.labels, ImageFiles(paths), image_transform(size, role == "train"),
-                                      ListLines(path, parsed.lines))
+    splits = {role: list_split(folder / name, read_image_list(folder / name, NUM_LABELS, what=f"NUS-WIDE {role} list"),
+                               folder, role, options.image_size, "NUS-WIDE", root=root,
+                               hint=IMAGES_HINT.format(folder=folder), check_files=check_files)
+              for role, name in LISTS.items()}
     classes = read_class_names(folder / "classes.txt", NUM_LABELS) or default_class_names(NUM_LABELS)
-    counts = ", ".join(f"{role} {len(split):,}" for role, split in splits.items())
-    provenance = {"lists": found.provenance(folder, HYP2_REPO), "split": f"as the lists give it ({counts})"}
-    return RetrievalData("nuswide", classes, splits["train"], splits["query"], splits["database"],
-                         topk=min(TOPK, len(splits["database"])), provenance=provenance)
+    return protocol_data("nuswide", classes, splits, TOPK, found.provenance(folder, HYP2_REPO))
 
 
 @register("nuswide", "NUS-WIDE, 21 concepts, the HyP² authors' lists (fetched into <root>/nus_wide): 10,500 train / "

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from collections import namedtuple
 
 import pytest
 
-from hyp2.data._download import digest_mismatch, fetch, file_digests, human_bytes, md5sum, require_free_space
+from hyp2.data._download import digest_mismatch, fetch, file_digests, md5sum
 from hyp2.errors import UserError
 
 BODY = bytes(range(256)) * 4000  # 1,024,000 bytes: several read chunks
@@ -150,15 +149,3 @@ def test_fetch_checks_every_digest_and_deletes_a_mismatch(server, tmp_path, dige
     ok = {"sha256": hashlib.sha256(BODY).hexdigest(), "size": len(BODY), "md5": BODY_MD5}
     assert fetch(server.url + "/a.bin", tmp_path / "a.bin", digests=ok, progress=False).read_bytes() == BODY
 
-
-def test_human_bytes():
-    assert [human_bytes(n) for n in (0, 1023, 1024, 3 * 1024, 150 * 2**20, 13510573713)] == [
-        "0 B", "1023 B", "1.0 KiB", "3.0 KiB", "150 MiB", "12.6 GiB"]
-
-
-def test_free_space_message_in_human_units(tmp_path, monkeypatch):
-    Usage = namedtuple("Usage", "total used free")
-    monkeypatch.setattr("shutil.disk_usage", lambda p: Usage(10, 9, 512))
-    require_free_space(tmp_path, 512, "unused")
-    with pytest.raises(UserError, match=r"^need 2.0 KiB in /odd\{path\}, 512 B free$"):
-        require_free_space(tmp_path, 2048, "need {need} in /odd{path}, {free} free")

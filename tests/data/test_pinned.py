@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from hyp2.data._download import git_blob
 from hyp2.data._pinned import DEEPHASH_REPO, HYP2_REPO, PinnedFile, Source, ensure_pinned, raw_url
 from hyp2.errors import UserError
 
@@ -33,7 +34,7 @@ def test_git_blob_id_is_what_git_computes(tmp_path):
     git = subprocess.run(["git", "hash-object", str(tmp_path / "f")], capture_output=True, text=True)
     if git.returncode != 0:
         pytest.skip("git is not available")
-    assert git.stdout.strip() == git_blob_of(A)
+    assert git.stdout.strip() == git_blob_of(A) == git_blob(tmp_path / "f")  # the test's and hyp2's own
 
 
 def test_fetch_verify_and_say_what_was_fetched(server, tmp_path, capsys):
