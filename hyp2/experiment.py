@@ -400,7 +400,9 @@ def run_test(config: Config) -> float:
                 f"{ckpt.recipe.image_size}px)")
         if config.export_codes or config.plots:  # the figures' gallery shows exactly these codes
             from .codes import export_codes
-            meta = {**ckpt.meta, "topk": topk, "data_root": str(config.data_root), "subset": config.subset}
+            # what rebuilds the dataset to show its images (hyp2.gallery.ImageSource.for_codes)
+            meta = {**ckpt.meta, "topk": topk, "data_root": str(config.data_root), "subset": config.subset,
+                    "seed": config.seed, "split_file": str(config.split_file) if config.split_file else None}
             written = export_codes(files.path("_codes.npz"), database[0], database[1], data.database.ids,
                                    ckpt.num_bits, list(data.classes), meta,
                                    queries=(query[0], query[1], data.query.ids))

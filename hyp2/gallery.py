@@ -58,8 +58,10 @@ class ImageSource:
 
     @classmethod
     def for_codes(cls, db: CodeDatabase, data_root: str | Path | None = None) -> "ImageSource":
-        """Rebuild the codes' dataset offline (``meta``: dataset, data_root, subset, image_size)
-        and map each listed id to its split's loader. ``data_root`` overrides the recorded folder.
+        """Rebuild the codes' dataset offline (``meta``: dataset, data_root, image_size, and the
+        seed and split file that fixed its split) and map each listed id to its split's loader.
+        ``data_root`` overrides the recorded folder. The whole dataset is rebuilt (not the run's
+        ``--subset``): every listed id is in it whatever split a subset cut it from.
 
         Raises:
             UserError: the codes do not say their dataset, or it cannot be rebuilt (files missing).
@@ -71,9 +73,11 @@ class ImageSource:
         if not isinstance(name, str):
             raise UserError("the codes file does not name its dataset; re-export it with --test --export_codes")
         root = Path(data_root if data_root is not None else meta.get("data_root") or "data")
-        options = DataOptions(root=root, image_size=int(meta.get("image_size") or 224), download=False)
+        split_file = meta.get("split_file")
+        options = DataOptions(root=root, image_size=int(meta.get("image_size") or 224), download=False,
+                              seed=int(meta.get("seed") or 0), split_file=Path(split_file) if split_file else None)
         try:
-            data = load_dataset(name, options, subset=int(meta.get("subset") or 0), progress=False)
+            data = load_dataset(name, options, progress=False)
         except (UserError, ValueError, OSError) as e:
             text = str(e) if isinstance(e, UserError) else reason(e)
             raise UserError(f"the {name} images under {root} cannot be read ({text})") from None
@@ -265,7 +269,8 @@ def _open_run(run: dict, label: str, data_root, sources: dict, notes) -> _RunCod
         note(notes, f"{run_name(run)}: gallery skipped ({path} holds the codes of another model than the one "
                     f"the run tested; rerun --test --plots)")
         return None
-    key = (db.meta.get("dataset"), str(data_root or db.meta.get("data_root")), db.meta.get("subset"))
+    key = (db.meta.get("dataset"), str(data_root or db.meta.get("data_root")), db.meta.get("seed"),
+           db.meta.get("split_file"))
     if key not in sources:  # one dataset rebuild (or one failure) serves every run on it
         try:
             sources[key] = ImageSource.for_codes(db, data_root)
