@@ -33,9 +33,8 @@ import numpy as np
 import torch
 
 from .errors import UserError, reason
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, write_atomic
 from .metrics import pack_codes
-from .results import write_atomic
 from .validate import check_int
 
 CODES_FORMAT = "hyp2-codes"

@@ -412,7 +412,11 @@ def run_test(config: Config) -> float:
         if config.plots:
             from .plots import plot_run
             notes: list[str] = []
-            written = plot_run(files.json, config.result_dir, seed=config.seed, notes=notes)
+            try:
+                written = plot_run(files.json, config.result_dir, seed=config.seed, notes=notes)
+            except OSError as e:  # as hyp2.report does: the figures' folder is the command's to name
+                raise UserError(f"--plots: cannot write the figures into {config.result_dir} ({reason(e)}); check "
+                                f"its free space and permissions") from None
             for note in notes:
                 rec.log(f"plots: {note}")
             rec.log(f"plots: wrote {len(written)} files to {config.result_dir}")

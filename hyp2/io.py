@@ -90,6 +90,26 @@ def require_free_space(directory: str | os.PathLike, nbytes: int, message: str) 
         raise UserError(message.replace("{need}", human_bytes(nbytes)).replace("{free}", human_bytes(free)))
 
 
+def write_atomic(path: str | os.PathLike, save: Callable[[BinaryIO], None], what: str, need: int = 0) -> None:
+    """``save(file object)`` into ``path`` atomically, after checking the folder has ``need`` bytes free.
+
+    Raises:
+        UserError: not enough free space, or the write failed (full disk, read-only file system,
+            permissions); the previous file at ``path`` is then untouched.
+    """
+    from .errors import UserError, reason
+
+    path = Path(path)
+    require_free_space(path.parent, need, f"not enough space for the {what} {path}: it needs about {{need}}, "
+                                          f"{{free}} are free; free some space or write elsewhere (the previous "
+                                          f"file is kept)")
+    try:
+        atomic_save(path, save)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+        raise UserError(f"cannot write the {what} {path} ({reason(e)}); check the free space and permissions "
+                        f"of {path.parent} (the previous file is kept)") from None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_open(path, "wb") as fh:
         fh.write(data)

@@ -9,7 +9,7 @@ et al., "HashNet", ICCV 2017) and a retrieval gallery of real images (:mod:`hyp2
 
 Relevance is the paper's multi-label rule: a database item is relevant to a query when they share
 at least one label. The run JSON is read and checked by :mod:`hyp2.runfile` (its schema number is
-:data:`hyp2.results.JSON_SCHEMA`); this module re-exports that API and the t-SNE's.
+:data:`hyp2.runfile.JSON_SCHEMA`); this module re-exports that API and the t-SNE's.
 
 Figures are :class:`matplotlib.figure.Figure` objects drawn without pyplot (no GUI backend, no
 global state), so they are safe in worker processes and tests; :func:`save_figure` renders them

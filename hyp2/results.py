@@ -30,13 +30,13 @@ from typing import Any, Callable, Mapping
 import torch
 
 from .errors import UserError, reason
-from .io import atomic_save, atomic_write_json, require_free_space
+from .io import atomic_write_json, write_atomic
+from .runfile import JSON_SCHEMA
 from .models import ModelRecipe, state_digest
 
 CHECKPOINT_FORMAT = "hyp2-checkpoint"
 CHECKPOINT_VERSION = 2
 LAST_FORMAT = "hyp2-last"
-JSON_SCHEMA = 1
 # Files of a run that can be large or take long to make; only their own temporary files are
 # cleaned up when a run of that name starts (see RunFiles.remove_stale_temps).
 _OWNED_SUFFIXES = (".ckpt", "_last.ckpt", ".json", "_codes.npz", "_codes.faissbin", "_sample.npz")
@@ -163,24 +163,6 @@ def _tensor_bytes(obj: Any) -> int:
 def write_torch(path: Path, payload: Any, what: str) -> None:
     """``torch.save(payload)`` to ``path`` with :func:`write_atomic`, checking the room it needs."""
     write_atomic(path, lambda fh: torch.save(payload, fh), what, need=_tensor_bytes(payload) + (1 << 20))
-
-
-def write_atomic(path: Path, save: Callable[[Any], None], what: str, need: int = 0) -> None:
-    """``save(file object)`` into ``path`` atomically, after checking the folder has ``need`` bytes free.
-
-    Raises:
-        UserError: not enough free space, or the write failed (full disk, read-only file system,
-            permissions); the previous file at ``path`` is then untouched.
-    """
-    path = Path(path)
-    require_free_space(path.parent, need, f"not enough space for the {what} {path}: it needs about {{need}}, "
-                                          f"{{free}} are free; free some space or pass another --result_dir "
-                                          f"(the previous file is kept)")
-    try:
-        atomic_save(path, save)
-    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
-        raise UserError(f"cannot write the {what} {path} ({reason(e)}); check the free space and permissions "
-                        f"of {path.parent} (the previous file is kept)") from None
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -1,7 +1,7 @@
 """A run's JSON record (docs/run-json.md) as figures, reports and galleries read it.
 
 The record is written by training and ``--test`` (:mod:`hyp2.results`, which owns its schema
-number, :data:`hyp2.results.JSON_SCHEMA`); this module checks what the figures of Xu et al.,
+number, :data:`JSON_SCHEMA`); this module checks what the figures of Xu et al.,
 "HyP² Loss: Beyond Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022 (§4)
 need from it, names runs for legends, and says in one line what a run lacks for a figure.
 """
@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import UserError
-from .results import JSON_SCHEMA
+
+#: the run JSON's schema number (docs/run-json.md); hyp2.results writes it, this module reads it
+JSON_SCHEMA = 1
 
 _BACKBONES = {"alexnet": "AlexNet", "googlenet": "GoogLeNet", "resnet": "ResNet",
               "vgg": "VGG", "small": "small CNN"}

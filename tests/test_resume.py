@@ -31,7 +31,7 @@ def args(**changes):
 # checkpoint (best and resumable ones counted together), after writing half of the file.
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    import hyp2.experiment as ex, hyp2.results as res
+    import hyp2.io as io
     from hyp2.io import atomic_open
     kill_at, calls = int(sys.argv[1]), [0]
     def dying_save(path, save):
@@ -43,7 +43,7 @@ KILLER = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
         with atomic_open(path, "wb") as fh:
             save(fh)
-    ex.atomic_save = res.atomic_save = dying_save
+    io.atomic_save = dying_save
     from hyp2.cli import main
     sys.exit(main(sys.argv[2:]))
 """)
