@@ -37,19 +37,19 @@ def check_int(owner: str, name: str, value: object, minimum: int | None = None,
 
 
 def check_real(owner: str, name: str, value: object, *, low: float | None = None,
-               high: float | None = None, open_low: bool = False) -> float:
-    """``value`` as a finite ``float`` in [low, high] (or (low, high] with ``open_low``);
-    otherwise ``ValueError`` naming ``owner: name`` and the interval."""
+               high: float | None = None, open_low: bool = False, open_high: bool = False) -> float:
+    """``value`` as a finite ``float`` in [low, high] (an end excluded with ``open_low`` /
+    ``open_high``); otherwise ``ValueError`` naming ``owner: name`` and the interval."""
     ok = is_real(value) and math.isfinite(value)
     if ok and low is not None:
         ok = value > low if open_low else value >= low
     if ok and high is not None:
-        ok = value <= high
+        ok = value < high if open_high else value <= high
     if not ok:
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
         bracket = "(" if open_low or low is None else "["
-        closing = ")" if high is None else "]"
+        closing = ")" if open_high or high is None else "]"
         raise ValueError(f"{owner}: {name} must be a finite number in "
                          f"{bracket}{lo}, {hi}{closing}, got {value!r}")
     return float(value)

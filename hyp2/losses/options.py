@@ -95,23 +95,8 @@ class Option:
             return value
         if kind is int:
             return check_int(owner, name, value, self.low, self.high)
-        if not self.open_high:
-            return check_real(owner, name, value, low=self.low, high=self.high, open_low=self.open_low)
-        try:
-            number = check_real(owner, name, value, low=self.low, open_low=self.open_low)
-        except ValueError:
-            number = None
-        if number is None or number >= self.high:
-            raise ValueError(f"{owner}: {name} must be a finite number in {self.interval}, got {value!r}")
-        return number
-
-    @property
-    def interval(self) -> str:
-        """The allowed range of a number, e.g. ``[0, 0.5)``."""
-        low = "-inf" if self.low is None else f"{self.low:g}"
-        high = "inf" if self.high is None else f"{self.high:g}"
-        return (f"{'(' if self.open_low or self.low is None else '['}{low}, "
-                f"{high}{')' if self.open_high or self.high is None else ']'}")
+        return check_real(owner, name, value, low=self.low, high=self.high, open_low=self.open_low,
+                          open_high=self.open_high)
 
     def parse(self, owner: str, text: str) -> object:
         """The value of ``KEY=text`` as this option's type (not yet range-checked)."""
