@@ -118,6 +118,7 @@ def owned_run(config: Config, d: Dist | None = None) -> Iterator[RunFiles]:
             lock.__enter__()
             files.remove_stale_temps()  # left by a killed writer of this run; we own the name now
         except UserError as e:
+            lock.__exit__(None, None, None)  # a no-op unless the lock was taken before the failure
             error = e
     if not all_agree(error is None, d) or error is not None:
         raise error or UserError(f"run {config.run_name}: the first process could not take {files.lock}")
