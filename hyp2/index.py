@@ -154,8 +154,14 @@ class CodeIndex:
 
     def _faiss_flat(self):
         if self._faiss_index is None:
-            index = self._faiss.IndexBinaryFlat(8 * self.nbytes)  # padding bits are 0 on both sides
-            index.add(self.codes)
+            # faiss counts every bit of the last byte: the padding bits past K must be 0 on both
+            # sides. Queries are checked (_pack); database rows are cleared here, on a copy.
+            codes, pad = self.codes, (1 << (-self.num_bits % 8)) - 1
+            if pad and (codes[:, -1] & pad).any():
+                codes = codes.copy()
+                codes[:, -1] &= 0xFF ^ pad
+            index = self._faiss.IndexBinaryFlat(8 * self.nbytes)
+            index.add(codes)
             self._faiss_index = index
         return self._faiss_index
 
