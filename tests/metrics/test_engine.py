@@ -174,3 +174,24 @@ def test_options_validation(kwargs, match):
 def test_options_must_be_engine_options():
     with pytest.raises(ValueError, match="EngineOptions"):
         M.hamming_ranking(np.ones((2, 4)), np.ones((3, 4)), 2, options={"workers": 1})
+
+
+def test_tiles_of_more_than_65536_queries():
+    # Rows within a tile are stored as uint16: a chunk_size above 2**16 must still work (the tile
+    # is capped), here with one worker so that the 70,000 queries form a single group.
+    rng = np.random.default_rng(15)
+    q = rng.choice(np.array([-1, 1], np.int8), (70_000, 5))
+    d = rng.choice(np.array([-1, 1], np.int8), (40, 5))
+    ql, dl = np.eye(70_000, 3, dtype=np.uint8), np.eye(40, 3, dtype=np.uint8)
+    ql[np.arange(70_000) % 3 == 1, 1] = 1
+    opts = EngineOptions(workers=1)
+    dist = (q[:, None, :] != d[None, :, :]).sum(2)  # (Q, N) by broadcasting
+    order = np.argsort(dist, axis=1, kind="stable")[:, :3]
+    idx, got = M.hamming_ranking(q, d, 3, chunk_size=70_000, options=opts)
+    np.testing.assert_array_equal(idx, order)
+    np.testing.assert_array_equal(got, np.take_along_axis(dist, order, 1))
+    rel = (ql[:, None, :] & dl[order]).any(2)  # (Q, 3) relevance in rank order
+    hits = np.cumsum(rel, 1)
+    ap = np.where(hits[:, -1] > 0, (hits / np.arange(1, 4) * rel).sum(1) / np.maximum(hits[:, -1], 1), 0.0)
+    assert M.mean_average_precision(q, d, ql, dl, 3, chunk_size=70_000, options=opts) == pytest.approx(
+        ap.mean(), abs=1e-12)
