@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._engine import Distances, LabelOperands, Scratch
+from ._engine import Distances, LabelOperands, Scratch, int_dtype
 
 ENTRY_BYTES = 16  # a stored top-k candidate: row 4 + index 4 (8 past 2**31 items) + distance 2 B
 _RANK_ROWS = 32  # query rows per RankAP step on numpy (keeps its per-item arrays in the cache)
@@ -253,8 +253,8 @@ class RankAP:
     def _rows(self, st: dict[str, Any], r0: int, r1: int, keys, rel, scratch: Scratch) -> None:
         eng = self.eng
         k1, r, width = eng.num_bits + 1, r1 - r0, keys.shape[1]
-        # uint8 distances: numpy's stable sort of 8-bit keys is a one-pass counting sort.
-        d = eng.decode(keys, out=scratch.get("dist", tuple(keys.shape), torch.uint8 if k1 <= 256 else torch.int16))
+        # uint8 distances up to K = 255: numpy's stable sort of 8-bit keys is a one-pass counting sort.
+        d = eng.decode(keys, out=scratch.get("dist", tuple(keys.shape), int_dtype(k1 - 1)))
         relb = self.lab_ops.positive(rel)
         if eng.numpy:
             d = d.numpy()

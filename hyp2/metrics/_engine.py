@@ -27,6 +27,14 @@ _INT_VIEW = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.floa
 EXACT_INT = {torch.bfloat16: 2**8, torch.float16: 2**11, torch.float32: 2**24}
 
 
+def int_dtype(max_value: int, signed: bool = False) -> torch.dtype:
+    """The smallest of uint8 (unless ``signed``), int16 and int32 holding every integer in
+    ``[0, max_value]``: the dtype of distances (``max_value = K``) and of keys built from them."""
+    if max_value < 2**8 and not signed:
+        return torch.uint8
+    return torch.int16 if max_value < 2**15 else torch.int32
+
+
 class Scratch:
     """Reused work buffers of one worker (a fresh large allocation would page-fault every tile)."""
 

@@ -195,3 +195,16 @@ def test_tiles_of_more_than_65536_queries():
     ap = np.where(hits[:, -1] > 0, (hits / np.arange(1, 4) * rel).sum(1) / np.maximum(hits[:, -1], 1), 0.0)
     assert M.mean_average_precision(q, d, ql, dl, 3, chunk_size=70_000, options=opts) == pytest.approx(
         ap.mean(), abs=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_whole_ranking_with_distances_above_int16(backend):
+    # K = 40,000 bits: distances past 32,767 must not wrap in the whole-ranking AP's sort keys.
+    rng = np.random.default_rng(16)
+    q, d, ql, dl = random_case(rng, 3, 11, 40_000)
+    d[0], d[5], d[7] = -q[1], -q[1], q[2]  # distance 40,000 (a tie) and 0
+    ref = Ref(q, d, ql, dl)
+    assert max(max(row) for row in ref.dist) > 2**15
+    opts = EngineOptions(backend=backend, compute_dtype=torch.float32)
+    for topk in (None, 4):  # 4 of 11 items: deep, scored by the whole-ranking AP too
+        assert M.mean_average_precision(q, d, ql, dl, topk, options=opts) == pytest.approx(ref.map(topk), abs=1e-12)
