@@ -65,7 +65,7 @@ class Histogram:
     def hist_keys(self, keys: torch.Tensor, rel: torch.Tensor | None, scratch: Scratch) -> Any:
         """``(r, B)`` integer keys ``distance + (K+1) * relevant`` (numpy or torch, as the engine)."""
         eng, k1 = self.eng, self.eng.num_bits + 1
-        kdt = torch.int16 if self.bins < 2**15 else torch.int32
+        kdt = int_dtype(self.bins - 1, signed=True)  # signed: numpy adds int8 relevance terms to it
         out = eng.decode(keys, out=scratch.get("hist", tuple(keys.shape), kdt))
         if rel is None:
             return out.numpy() if eng.numpy else out
@@ -123,7 +123,7 @@ class TopK:
         self.caps = caps  # (Q,) int64 per query of the engine
         self.budget = budget_entries  # candidates kept before compacting
         self.idx_dtype = np.int32 if n_db < 2**31 else np.int64
-        self.dist_dtype = np.uint8 if eng.num_bits < 256 else np.int32
+        self.dist_dtype = torch.empty(0, dtype=int_dtype(eng.num_bits)).numpy().dtype
 
     def start(self, n_rows: int, first_row: int = 0) -> _Candidates:
         return _Candidates(self.caps[first_row:first_row + n_rows].copy(), self.eng.num_bits + 1, self.budget)

@@ -80,9 +80,7 @@ class Distances:
             q_op[:, :-1].mul_(-0.5)
             self.q_ops.append(q_op)
         self.single = n_groups == 1
-        self.key_dtype = _INT_VIEW[self.dtype] if self.single else (torch.int16 if k < 2**15 else torch.int32)
-        # Smallest integer dtype holding every distance 0..K (for histogram keys and candidates).
-        self.dist_dtype = np.int16 if 2 * k + 2 < 2**15 else np.int32
+        self.key_dtype = _INT_VIEW[self.dtype] if self.single else int_dtype(k, signed=True)
 
     def subset(self, rows: np.ndarray) -> "Distances":
         """The same engine restricted to the queries ``rows`` (an int array)."""
