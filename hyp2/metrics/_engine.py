@@ -72,7 +72,7 @@ class Distances:
         limit = EXACT_INT[self.dtype] // 2  # partial sums: multiples of 1/2 up to G in magnitude
         n_groups = -(-k // min(options.group_bits or limit, limit))
         self.edges = [round(i * k / n_groups) for i in range(n_groups + 1)]
-        signs = queries.signs(0, queries.rows, device)
+        signs = queries.signs(0, queries.rows, device, self.numpy)
         self.q_ops = []
         for lo, hi in zip(self.edges[:-1], self.edges[1:]):
             q_op = torch.full((signs.shape[0], hi - lo + 1), (hi - lo) / 2, dtype=self.dtype, device=device)
@@ -93,7 +93,7 @@ class Distances:
 
     def block(self, db: CodeSource, lo: int, hi: int) -> list[torch.Tensor]:
         """Database operands of rows ``lo:hi``: per bit group a ``(B, G+1)`` tensor ``[t, 1]``."""
-        signs = db.signs(lo, hi, self.device)
+        signs = db.signs(lo, hi, self.device, self.numpy)
         ops = []
         for g0, g1 in zip(self.edges[:-1], self.edges[1:]):
             if self.numpy:  # numpy assembles, one torch conversion

@@ -121,14 +121,15 @@ class CodeSource:
             return unpack_tensor(t, self.num_bits)
         return t if t.dtype == torch.bool else t >= 0
 
-    def signs(self, lo: int, hi: int, device: torch.device) -> torch.Tensor:
+    def signs(self, lo: int, hi: int, device: torch.device, numpy: bool = True) -> torch.Tensor:
         """``(hi - lo, K)`` int8 signs (±1) of rows ``lo:hi`` on ``device``.
 
-        On the CPU this is numpy work (a few vectorised passes; torch's per-op threading costs
-        more than the work on blocks this small).
+        With ``numpy`` (the engine's numpy backend) and CPU codes this is numpy work (a few
+        vectorised passes; torch's per-op threading costs more than the work on blocks this
+        small); otherwise torch ops, as on a GPU.
         """
         t = self.tensor[lo:hi]
-        if device.type == "cpu" and t.device.type == "cpu" and t.dtype not in _NO_NUMPY:
+        if numpy and device.type == "cpu" and t.device.type == "cpu" and t.dtype not in _NO_NUMPY:
             a = t.numpy()
             if self.packed:
                 b = np.unpackbits(a, axis=1, count=self.num_bits).view(np.int8)

@@ -8,7 +8,7 @@ import torch
 
 from hyp2 import metrics as M
 from hyp2.metrics import EngineOptions
-from hyp2.metrics._consumers import TopK
+from hyp2.metrics._consumers import TopK, pick_topk, stable_order
 from hyp2.metrics._engine import Scratch
 from hyp2.metrics._flows import Problem
 from hyp2.metrics._scan import plan
@@ -45,6 +45,39 @@ def test_running_bound_keeps_few_candidates():
     expected = Ref(q, d, np.zeros((6, 1)), np.zeros((4000, 1))).orders
     for r in range(6):
         np.testing.assert_array_equal(idx[row == r][:depth], expected[r][:depth])
+
+
+def test_tiles_without_candidates():
+    # Caps of -1 keep nothing: the tiles with no candidate come out empty, before and after one
+    # with candidates, and pick_topk marks their rows as short (not ok).
+    rng = np.random.default_rng(2)
+    q, d, _, _ = random_case(rng, 6, 50, 6)
+    prob = Problem(q, d, None, EngineOptions(workers=1))
+    cons = TopK(prob.eng, 3, np.array([-1, -1, 6, 6, -1, -1]), budget_entries=10**9, n_db=50)
+    st, scratch = cons.start(6), Scratch(prob.eng.device)
+    for t0 in (0, 2, 4):
+        keys = prob.eng.keys(slice(t0, t0 + 2), prob.eng.block(prob.db, 0, 50), scratch)
+        cons.tile(st, t0, t0 + 2, 0, keys, None, scratch)
+    tiles = cons.finish(st)
+    assert [(r0, r1) for r0, r1, _ in tiles] == [(0, 2), (2, 4), (4, 6)]
+    assert [len(cands[0]) > 0 for _, _, cands in tiles] == [False, True, False]
+    expected = Ref(q, d, np.zeros((6, 1)), np.zeros((50, 1))).orders
+    for r0, r1, cands in tiles:
+        top, top_d, ok = pick_topk(*cands, r1 - r0, 3)
+        assert top.shape == top_d.shape == (2, 3)
+        assert ok.tolist() == [r0 == 2, r0 == 2]
+    np.testing.assert_array_equal(pick_topk(*tiles[1][2], 2, 3)[0], [expected[2][:3], expected[3][:3]])
+
+
+@pytest.mark.parametrize("n_rows, k1", [(4, 5), (300, 300), (70_000, 3)])
+def test_stable_order_is_by_row_then_distance(n_rows, k1):
+    # One 16-bit radix key when rows x (K+1) fits in 16 bits; else a distance sort, then a row sort
+    # (rows as uint16 up to 2**16 rows, as they are); equal entries keep their order.
+    rng = np.random.default_rng(n_rows)
+    row = rng.integers(0, n_rows, 3000).astype(np.uint16 if n_rows <= 2**16 else np.int64)
+    dist = rng.integers(0, k1, 3000).astype(np.int16)
+    expected = sorted(range(3000), key=lambda i: (row[i], dist[i]))  # sorted() is stable
+    np.testing.assert_array_equal(stable_order(row, dist, n_rows, k1), expected)
 
 
 def test_sampled_caps_that_fall_short_are_redone_exactly():
@@ -84,16 +117,19 @@ def test_torch_backend_on_cpu(block):
     check_all(q, d, ql, dl, Ref(q, d, ql, dl), chunk_size=3, topks=(None, 1, 7, 30), options=opts)
 
 
-@pytest.mark.parametrize("k_bits, group_bits", [(12, None), (200, None), (13, 4), (200, 64)])
+@pytest.mark.parametrize("k_bits, group_bits", [(12, None), (200, None), (1100, None), (13, 4), (200, 64)])
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_float32_and_bit_groups(k_bits, group_bits, backend):
-    # CPUs without bfloat16 compute in float32; small bit groups sum integer group distances.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_float32_float16_and_bit_groups(k_bits, group_bits, backend, dtype):
+    # CPUs without bfloat16 compute in float32 and GPUs in float16 (its groups hold up to 1,024
+    # bits: 1,100 bits take two); small bit groups sum integer group distances.
     rng = np.random.default_rng(5)
     q, d, ql, dl = random_case(rng, 5, 120, k_bits, dup=True)
-    opts = EngineOptions(compute_dtype=torch.float32, group_bits=group_bits, backend=backend)
-    check_all(q, d, ql, dl, Ref(q, d, ql, dl), chunk_size=2, options=opts)
-    if group_bits:  # the same small groups in bfloat16
-        check_all(q, d, ql, dl, Ref(q, d, ql, dl), options=EngineOptions(group_bits=group_bits))
+    ref = Ref(q, d, ql, dl)
+    opts = EngineOptions(compute_dtype=dtype, group_bits=group_bits, backend=backend)
+    check_all(q, d, ql, dl, ref, chunk_size=2, options=opts)
+    if group_bits and dtype == torch.float32:  # the same small groups in the default dtype (bfloat16)
+        check_all(q, d, ql, dl, ref, options=EngineOptions(group_bits=group_bits, backend=backend))
 
 
 def test_tiny_budget_single_worker():
