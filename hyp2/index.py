@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .metrics import hamming_ranking, pack_codes
-from .validate import is_int
+from .validate import check_int
 
 __all__ = ["CodeIndex"]
 
@@ -66,9 +66,7 @@ class CodeIndex:
     def __init__(self, codes: Any, num_bits: int, *, ids: Sequence[str] | None = None,
                  labels: Any = None, classes: Sequence[str] | None = None,
                  meta: dict[str, Any] | None = None, use_faiss: bool | None = None):
-        if not is_int(num_bits) or num_bits < 1:
-            raise ValueError(f"num_bits must be a positive int, got {num_bits!r}")
-        self.num_bits = int(num_bits)
+        self.num_bits = check_int("CodeIndex", "num_bits", num_bits, minimum=1)
         self.nbytes = (self.num_bits + 7) // 8
         arr = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
         if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != self.nbytes:
@@ -126,9 +124,7 @@ class CodeIndex:
         Raises:
             ValueError: a bad k, or codes of another width than the index's.
         """
-        if not is_int(k) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        depth = min(int(k), len(self))
+        depth = min(check_int("CodeIndex.search", "k", k, minimum=1), len(self))
         packed = self._pack(codes)
         if len(packed) == 0:
             return np.zeros((0, depth), np.int64), np.zeros((0, depth), np.int32)

@@ -15,8 +15,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..validate import is_int
+from ..validate import check_int, is_int
 
+_OWNER = "hyp2.metrics"  # how argument errors name their source
 _CHECK_ROWS = 1 << 16  # rows per validation step (bounds the temporaries of the checks)
 _UNSIGNED = (torch.uint8, torch.uint16, torch.uint32, torch.uint64)
 
@@ -66,10 +67,8 @@ class CodeSource:
         self.name = name
         self.packed = num_bits is not None
         if self.packed:
-            if not is_int(num_bits) or num_bits < 1:
-                raise ValueError(f"num_bits must be a positive int, got {num_bits!r}")
-            self._check_packed(t, int(num_bits))
-            self.num_bits = int(num_bits)
+            self.num_bits = check_int(_OWNER, "num_bits", num_bits, minimum=1)
+            self._check_packed(t, self.num_bits)
         else:
             self._check_codes(t)
             self.num_bits = t.shape[1]
@@ -191,11 +190,7 @@ def label_masks(bits: np.ndarray) -> np.ndarray:
 def check_topk(topk: int | None, n_db: int) -> int:
     if topk is None:
         return n_db
-    if not is_int(topk):
-        raise ValueError(f"topk must be a positive int or None (whole database), got {topk!r}")
-    if topk < 1:
-        raise ValueError(f"topk must be >= 1 (or None for the whole database), got {topk}")
-    return min(int(topk), n_db)
+    return min(check_int(_OWNER, "topk (None: the whole database)", topk, minimum=1), n_db)
 
 
 def check_ns(ns: int | Sequence[int], n_db: int, *, drop_large: bool) -> list[int]:
@@ -213,8 +208,4 @@ def check_ns(ns: int | Sequence[int], n_db: int, *, drop_large: bool) -> list[in
 
 
 def check_chunk(chunk_size: int | None) -> int | None:
-    if chunk_size is None:
-        return None
-    if not is_int(chunk_size) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    return int(chunk_size)
+    return None if chunk_size is None else check_int(_OWNER, "chunk_size", chunk_size, minimum=1)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..validate import is_int
+from ..validate import check_int
 from ._consumers import Dense, RelevantCount
 from ._flows import Problem, average_precision
 from ._inputs import CodeSource, check_chunk, check_ns, check_topk
@@ -233,11 +233,10 @@ def precision_within_radius(query_codes: Any, db_codes: Any, query_labels: Any, 
     A query with no item within the radius counts precision 0 (the common convention; it keeps
     every query in the mean). A radius above K is the same as K.
     """
-    if not is_int(radius) or radius < 0:
-        raise ValueError(f"radius must be a non-negative int, got {radius!r}")
+    radius = check_int("precision_within_radius", "radius", radius, minimum=0)
     curve = pr_curve(query_codes, db_codes, query_labels, db_labels, num_bits=num_bits,
                      chunk_size=chunk_size, options=options)
-    return curve["precision"][min(int(radius), len(curve["precision"]) - 1)]
+    return curve["precision"][min(radius, len(curve["precision"]) - 1)]
 
 
 def evaluate_all(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any,
