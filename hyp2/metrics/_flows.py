@@ -69,6 +69,8 @@ class Problem:
 
     def relevant(self, rows: slice, idx: np.ndarray) -> np.ndarray:
         """``(r, L)`` database indices -> ``(r, L)`` bool relevance to the queries ``rows``."""
+        if idx.shape[1] == 0:  # a pass that needs no top-k: no label masks to build
+            return np.zeros(idx.shape, dtype=bool)
         with self._lock:  # built once, by the first worker that needs it
             if self._db_masks is None:
                 self._db_masks = self.labels.masks()  # (N, W) int64: 8 bytes per item and 64 classes

@@ -146,31 +146,37 @@ def mean_average_precision(query_codes: Any, db_codes: Any, query_labels: Any, d
     return sum(prob.topk(depth, prob.caps(depth), ap_sum)) / prob.num_queries
 
 
-def _precision_recall_at(rel: np.ndarray, total: np.ndarray, ns: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Sums over queries of precision@N and recall@N: ``(len(ns),)`` float64 each."""
+def _precision_recall_at(rel: np.ndarray, total: np.ndarray | None, ns: list[int],
+                         ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sums over queries of precision@N and recall@N: ``(len(ns),)`` float64 each; recall only
+    when ``total`` (each query's relevant items in the database) is given, else None."""
     hits = np.cumsum(rel, axis=1, dtype=np.int64)[:, np.asarray(ns, dtype=np.int64) - 1]
     prec = (hits / np.asarray(ns, dtype=np.float64)).sum(0)
+    if total is None:
+        return prec, None
     tot = total.astype(np.float64)[:, None]
     rec = np.divide(hits, tot, out=np.zeros(hits.shape), where=tot > 0).sum(0)
     return prec, rec
 
 
-def _at_n(query_codes, db_codes, query_labels, db_labels, ns, num_bits, chunk_size, options,
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean precision@N and recall@N over queries (float64 arrays aligned with ``ns``)."""
+def _at_n(query_codes, db_codes, query_labels, db_labels, ns, num_bits, chunk_size, options, recall: bool,
+          ) -> np.ndarray:
+    """Mean precision@N, or recall@N with ``recall``, over queries (float64, aligned with ``ns``)."""
     prob = _problem(query_codes, db_codes, num_bits, chunk_size, options, query_labels, db_labels)
     ns_list = check_ns(ns, prob.db.rows, drop_large=False)
     if not ns_list:
-        return np.zeros(0), np.zeros(0)
-    totals = np.concatenate(scan(prob.eng, prob.db, RelevantCount(prob.lab_ops), labels=prob.labels,
-                                 lab_ops=prob.lab_ops, group_fn=lambda rows, results: sum(results)))
+        return np.zeros(0)
+    totals = None  # relevant items of each query in the whole database: a pass only recall needs
+    if recall:
+        totals = np.concatenate(scan(prob.eng, prob.db, RelevantCount(prob.lab_ops), labels=prob.labels,
+                                     lab_ops=prob.lab_ops, group_fn=lambda rows, results: sum(results)))
     depth = max(ns_list)
 
-    def sums(rows: slice, idx: np.ndarray, _: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return _precision_recall_at(prob.relevant(rows, idx), totals[rows], ns_list)
+    def sums(rows: slice, idx: np.ndarray, _: np.ndarray) -> np.ndarray:
+        prec, rec = _precision_recall_at(prob.relevant(rows, idx), None if totals is None else totals[rows], ns_list)
+        return rec if recall else prec
 
-    parts = prob.topk(depth, prob.caps(depth), sums)
-    return (sum(p for p, _ in parts) / prob.num_queries, sum(r for _, r in parts) / prob.num_queries)
+    return sum(prob.topk(depth, prob.caps(depth), sums)) / prob.num_queries
 
 
 def precision_at_n(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any,
@@ -180,7 +186,7 @@ def precision_at_n(query_codes: Any, db_codes: Any, query_labels: Any, db_labels
 
     Every N must satisfy 1 <= N <= database size (``ValueError`` otherwise).
     """
-    prec, _ = _at_n(query_codes, db_codes, query_labels, db_labels, ns, num_bits, chunk_size, options)
+    prec = _at_n(query_codes, db_codes, query_labels, db_labels, ns, num_bits, chunk_size, options, recall=False)
     return [float(p) for p in prec]
 
 
@@ -192,7 +198,7 @@ def recall_at_n(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: A
     A query with no relevant item in the whole database counts 0 (it stays in the mean).
     Every N must satisfy 1 <= N <= database size (``ValueError`` otherwise).
     """
-    _, rec = _at_n(query_codes, db_codes, query_labels, db_labels, ns, num_bits, chunk_size, options)
+    rec = _at_n(query_codes, db_codes, query_labels, db_labels, ns, num_bits, chunk_size, options, recall=True)
     return [float(r) for r in rec]
 
 
