@@ -88,14 +88,21 @@ class Problem:
                      group_fn=lambda rows, results: sum(results))
         return np.concatenate(parts) if parts else cons.finish(cons.start(0))
 
-    def caps(self, depth: int) -> np.ndarray:
-        """``(Q,)`` distance caps expected to hold each query's top ``depth`` (exact for small N)."""
+    def caps_count_all(self, depth: int) -> bool:
+        """Whether :meth:`caps` counts every item (a small database is its own sample)."""
+        return depth < self.db.rows <= 2 * self.options.sample_size
+
+    def caps(self, depth: int, hist: np.ndarray | None = None) -> np.ndarray:
+        """``(Q,)`` distance caps expected to hold each query's top ``depth``: exact for small N,
+        or from ``hist`` (the ``(Q, 2, K+1)`` counts of :meth:`histograms`) when given."""
         n, k, opts = self.db.rows, self.num_bits, self.options
         if depth >= n:
             return np.full(self.num_queries, k, dtype=np.int64)
-        stride = max(1, n // opts.sample_size)
-        if stride == 1 or n <= 2 * opts.sample_size:  # the whole database is the sample: exact
+        if hist is not None:
+            return thresholds(hist.sum(1), depth)
+        if self.caps_count_all(depth):  # the whole database is the sample: exact
             return thresholds(self.histograms(False), depth)
+        stride = n // opts.sample_size
         sample = self.db.every(stride)
         mean = depth * sample.rows / n
         need = mean + opts.sample_z * np.sqrt(mean) + 1.0

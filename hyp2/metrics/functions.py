@@ -275,8 +275,11 @@ def evaluate_all(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: 
         ap = 0.0 if deep else float(average_precision(rel[:, :k]).sum())
         return ap, prec.sum(0), rec.sum(0), pn, rn, hist
 
-    if depth:
+    if depth and not prob.caps_count_all(depth):  # one pass: top-k and histograms
         parts = prob.topk(depth, prob.caps(depth), sums, hist_too=True)
+    elif depth:  # exact caps would count every item anyway: count once, with relevance
+        hist = prob.histograms(True)
+        parts = prob.topk(depth, prob.caps(depth, hist), lambda rows, idx, dist: sums(rows, idx, dist, hist[rows]))
     else:  # no top-k needed: the histogram pass alone
         hist = prob.histograms(True)
         parts = [sums(slice(0, prob.num_queries), np.zeros((prob.num_queries, 0), np.int64), None, hist)]
