@@ -169,7 +169,7 @@ class CodeIndex:
         out_i, out_d = idx[:, :depth].astype(np.int64), dist[:, :depth].astype(np.int32)
         # Unambiguous rows (the (k+1)-th item is farther, or there is none): only the order of the
         # k items needs fixing.
-        order = np.lexsort((out_i, out_d), axis=-1) if depth else np.zeros_like(out_i)
+        order = np.lexsort((out_i, out_d), axis=-1)  # depth >= 1: search checks k and N
         out_i, out_d = np.take_along_axis(out_i, order, 1), np.take_along_axis(out_d, order, 1)
         if depth < n:
             t = out_d[:, -1]

@@ -33,6 +33,12 @@ ENTRY_BYTES = 16  # a stored top-k candidate: row 4 + index 4 (8 past 2**31 item
 _RANK_ROWS = 32  # query rows per RankAP step on numpy (keeps its per-item arrays in the cache)
 
 
+def divide_or_zero(num: Any, den: Any) -> np.ndarray:
+    """``num / den`` as float64 (broadcast), 0 where ``den`` is 0: a ratio over nothing counts 0."""
+    out = np.zeros(np.broadcast_shapes(np.shape(num), np.shape(den)))
+    return np.divide(num, den, out=out, where=np.asarray(den) > 0)
+
+
 def _row_offsets(n: int, width: int, like: torch.Tensor) -> torch.Tensor:
     return torch.arange(n, device=like.device, dtype=torch.int64).mul_(width).unsqueeze(1)
 
@@ -305,7 +311,7 @@ class RankAP:
     def finish(self, st: dict[str, Any]) -> np.ndarray:
         """``(r,)`` AP of each query (0 when no relevant item is ranked within the depth)."""
         hits = st["hits"]
-        return np.divide(st["ap"], hits, out=np.zeros(len(hits)), where=hits > 0)
+        return divide_or_zero(st["ap"], hits)
 
 
 class Dense:

@@ -14,6 +14,7 @@ Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -84,8 +85,7 @@ class Distances:
 
     def subset(self, rows: np.ndarray) -> "Distances":
         """The same engine restricted to the queries ``rows`` (an int array)."""
-        sub = object.__new__(Distances)
-        sub.__dict__.update(self.__dict__)
+        sub = copy.copy(self)
         idx = torch.as_tensor(rows, device=self.device, dtype=torch.int64)
         sub.q_ops = [op.index_select(0, idx) for op in self.q_ops]
         sub.num_queries = len(rows)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ._consumers import ENTRY_BYTES, Both, Histogram, RankAP, TopK, pick_topk, stable_order
+from ._consumers import ENTRY_BYTES, Both, Histogram, RankAP, TopK, divide_or_zero, pick_topk, stable_order
 from ._engine import Distances, LabelOperands
 from ._inputs import CodeSource, LabelSource
 from ._scan import Unit, run_unit, scan
@@ -80,9 +80,10 @@ class Problem:
             out |= (self._db_masks[:, w].take(idx) & q[:, w: w + 1]) != 0
         return out
 
-    def histograms(self, with_rel: bool, eng: Distances | None = None, db: CodeSource | None = None) -> np.ndarray:
-        """``(Q, K+1)`` counts per distance, or ``(Q, 2, K+1)`` [irrelevant, relevant] with ``with_rel``."""
-        eng, db = eng or self.eng, db or self.db
+    def histograms(self, with_rel: bool, db: CodeSource | None = None) -> np.ndarray:
+        """``(Q, K+1)`` counts per distance, or ``(Q, 2, K+1)`` [irrelevant, relevant] with ``with_rel``,
+        over ``db`` (default: the database; a sample of it for the caps)."""
+        eng, db = self.eng, db or self.db
         cons = Histogram(eng, self.lab_ops if with_rel else None)
         parts = scan(eng, db, cons, per_query_bytes=16 * cons.bins, labels=self.labels, lab_ops=self.lab_ops,
                      group_fn=lambda rows, results: sum(results))
@@ -206,4 +207,4 @@ def average_precision(rel: np.ndarray) -> np.ndarray:
     prec *= rel
     hits = prec.sum(1)
     n_rel = cum[:, -1] if rel.shape[1] else np.zeros(len(rel), np.int64)
-    return np.divide(hits, n_rel, out=np.zeros_like(hits), where=n_rel > 0)
+    return divide_or_zero(hits, n_rel)

@@ -9,6 +9,7 @@ Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any, Sequence
 
@@ -105,8 +106,7 @@ class CodeSource:
 
     def every(self, step: int) -> "CodeSource":
         """The same codes restricted to every ``step``-th row (a view, for sampling)."""
-        sub = object.__new__(CodeSource)
-        sub.__dict__.update(self.__dict__)
+        sub = copy.copy(self)
         sub.tensor = self.tensor[::step]
         sub.rows = sub.tensor.shape[0]
         return sub

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..validate import check_int
-from ._consumers import Dense, RelevantCount
+from ._consumers import Dense, RelevantCount, divide_or_zero
 from ._flows import Problem, average_precision
 from ._inputs import CodeSource, check_chunk, check_ns, check_topk
 from ._scan import scan
@@ -154,9 +154,7 @@ def _precision_recall_at(rel: np.ndarray, total: np.ndarray | None, ns: list[int
     prec = (hits / np.asarray(ns, dtype=np.float64)).sum(0)
     if total is None:
         return prec, None
-    tot = total.astype(np.float64)[:, None]
-    rec = np.divide(hits, tot, out=np.zeros(hits.shape), where=tot > 0).sum(0)
-    return prec, rec
+    return prec, divide_or_zero(hits, total[:, None]).sum(0)
 
 
 def _at_n(query_codes, db_codes, query_labels, db_labels, ns, num_bits, chunk_size, options, recall: bool,
@@ -208,8 +206,8 @@ def _curve_terms(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     relevant = cum[:, 1]
     retrieved = cum[:, 0] + relevant
     total = relevant[:, -1:]
-    prec = np.divide(relevant, retrieved, out=np.zeros(relevant.shape), where=retrieved > 0)
-    rec = np.divide(relevant, total, out=np.zeros(relevant.shape), where=total > 0)
+    prec = divide_or_zero(relevant, retrieved)
+    rec = divide_or_zero(relevant, total)
     return prec, rec
 
 
@@ -271,7 +269,7 @@ def evaluate_all(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: 
     def sums(rows: slice, idx: np.ndarray, _: np.ndarray, hist: np.ndarray) -> tuple:
         prec, rec = _curve_terms(hist)
         rel = prob.relevant(rows, idx)
-        pn, rn = _precision_recall_at(rel, hist[:, 1].sum(1), ns_list) if ns_list else (0.0, 0.0)
+        pn, rn = _precision_recall_at(rel, hist[:, 1].sum(1), ns_list)
         ap = 0.0 if deep else float(average_precision(rel[:, :k]).sum())
         return ap, prec.sum(0), rec.sum(0), pn, rn, hist
 
@@ -291,8 +289,8 @@ def evaluate_all(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: 
     return {
         "map": float(ap_sum / nq),
         "topk": k,
-        "precision_at_n": {"n": ns_list, "precision": (np.asarray(p_at) / nq * np.ones(len(ns_list))).tolist()},
-        "recall_at_n": {"n": ns_list, "recall": (np.asarray(r_at) / nq * np.ones(len(ns_list))).tolist()},
+        "precision_at_n": {"n": ns_list, "precision": (p_at / nq).tolist()},
+        "recall_at_n": {"n": ns_list, "recall": (r_at / nq).tolist()},
         "pr_curve": {"radius": list(range(k1)), "precision": curve_p, "recall": (c_rec / nq).tolist()},
         "precision_radius2": curve_p[min(2, prob.num_bits)],
     }
