@@ -1,8 +1,10 @@
 """Validation and normalisation of codes and labels (conventions: the package docstring).
 
-Query codes are converted whole (``(Q, K)`` bits). The database is never copied whole: a
+Query codes are converted whole (``(Q, K)`` bits). The database is not copied whole: a
 :class:`CodeSource` or :class:`LabelSource` validates it in row blocks and hands out the bits or
-labels of one database block at a time, so the extra memory does not grow with N.
+labels of one database block at a time, so the extra memory does not grow with N. The exception
+is a numpy array torch cannot view (big-endian, or negative strides): :func:`to_tensor` copies it
+once, whole, into native order.
 
 Part of :mod:`hyp2.metrics`, the evaluation protocol of HyP² Loss (Xu et al., "HyP² Loss: Beyond
 Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1).
@@ -24,7 +26,8 @@ _UNSIGNED = (torch.uint8, torch.uint16, torch.uint32, torch.uint64)
 
 
 def to_tensor(x: Any, name: str) -> torch.Tensor:
-    """A torch view of ``x`` (no copy for numpy / torch input); never written to."""
+    """A torch view of ``x``, never written to: no copy, except for a numpy array in big-endian
+    byte order or with a negative stride, which is copied whole (torch cannot view those)."""
     if isinstance(x, torch.Tensor):
         return x.detach()
     if isinstance(x, np.ndarray):
@@ -37,7 +40,7 @@ def to_tensor(x: Any, name: str) -> torch.Tensor:
         with warnings.catch_warnings():
             # torch warns about read-only arrays because tensors could write to them; we never do.
             warnings.simplefilter("ignore", UserWarning)
-            return torch.from_numpy(x)  # a view, whatever the memory order: never a whole copy
+            return torch.from_numpy(x)  # a view, whatever the (non-negative) strides
     raise ValueError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 

@@ -247,7 +247,8 @@ def evaluate_all(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: 
                  topk: int | None = None, ns: Sequence[int] = DEFAULT_NS, *,
                  num_bits: int | None = None, chunk_size: int | None = None,
                  options: EngineOptions | None = None) -> dict[str, Any]:
-    """Every metric from one pass over the database (two when the mAP depth is deep).
+    """Every metric from one pass over a large database (two up to 2 * ``sample_size`` items:
+    counting, then top-k with exact caps; a deep mAP depth adds one).
 
     Returns the ``test`` section of the run JSON (docs/run-json.md) without ``codes_sample``::
 

@@ -2,7 +2,7 @@
 
 Results never depend on these options: every setting gives the same exact numbers, only the time
 and the memory change. Tests use them to force the rarely taken paths (tiny blocks, tiny budgets,
-a sampled threshold that falls short, the torch code path on the CPU, float32 matmuls).
+a sampled threshold that falls short, the torch code path on the CPU, float32 and float16 matmuls).
 
 Part of :mod:`hyp2.metrics`, the evaluation protocol of HyP² Loss (Xu et al., "HyP² Loss: Beyond
 Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1).
