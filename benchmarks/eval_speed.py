@@ -24,7 +24,6 @@ Usage::
     python benchmarks/eval_speed.py --bits 48 --json result/eval_speed.json
     python benchmarks/eval_speed.py --scaling  # N = 0.2M ... 10M side by side with faiss
     python benchmarks/eval_speed.py --scaling --sizes 200000 1000000 --no-whole   # a shorter run
-    python benchmarks/eval_speed.py --index    # CodeIndex.search over 10M codes, with and without faiss
 
 ``--scaling`` grows the database from 200,000 to 10,000,000 codes (2,100 queries, 48 bits, 21
 classes, mAP@5000) and prints, for each N: hyp2's ``mean_average_precision`` and faiss's
@@ -34,11 +33,10 @@ best and the range of each, and the ratio of each pair), hyp2's peak extra memor
 few queries up to ``--loop-max`` codes, then extrapolated as N log N) and the load average. A
 second table compares hyp2 and faiss at other code lengths (``--sweep-bits``) at the largest N.
 ``--plot FILE`` draws the log-log figure of docs/evaluation.md from the table (``--json`` keeps it).
-``--index`` times ``hyp2.index.CodeIndex.search`` (1 and 10 queries, k = 10 to 1,000) over the
-largest ``--sizes`` codes, without faiss and with it.
 
 faiss is a benchmark-only dependency (``pip install faiss-cpu``); without it those columns are
-skipped. The figures in docs/evaluation.md come from this script.
+skipped. The metrics figures in docs/evaluation.md come from this script (the CodeIndex search
+figures from benchmarks/index_speed.py).
 """
 from __future__ import annotations
 
@@ -51,7 +49,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +57,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hyp2 import metrics  # noqa: E402
-from hyp2.index import CodeIndex  # noqa: E402
 from hyp2.io import atomic_write_json  # noqa: E402
 
 # NUS-WIDE-21-like class frequencies: a few very common concepts (sky, clouds, person, water)
@@ -477,30 +473,6 @@ def run_scaling(args, faiss) -> None:
         print(f"figure: {args.plot}")
 
 
-def run_index(args, faiss) -> list[dict]:
-    """--index: ``CodeIndex.search`` (hyp2.index) over the largest of ``--sizes`` random codes of
-    ``--scaling-bits`` bits, for 1 and 10 queries and k = 10, 100, 1000, without faiss and with it
-    (when installed): best of ``--repeats`` after a warm-up search, with the load average."""
-    n, bits = max(args.sizes), args.scaling_bits
-    packed = metrics.pack_codes(make_database(1, n, bits)[0])
-    q = make_codes(np.random.default_rng(2), 10, bits)
-    print(f"CodeIndex.search over {n:,} codes of {bits} bits; seconds, best of {args.repeats}")
-    rows = []
-    for use_faiss in [False] + ([True] if faiss is not None else []):
-        index = CodeIndex(packed, bits, use_faiss=use_faiss)
-        index.search(q[:1], 10)  # warm-up (and faiss's index is built on the first search)
-        for k in (10, 100, 1000):
-            for nq in (1, 10):
-                load = round(os.getloadavg()[0], 2)
-                seconds, _ = best_of(partial(index.search, q[:nq], k), args.repeats)
-                rows.append({"faiss": use_faiss, "k": k, "queries": nq, "s": seconds, "load": load})
-                engine = "faiss" if use_faiss else "hyp2"
-                print(f"{engine:>5} k={k:<5} {nq:>2} queries: {seconds:.3f} s (load {load:.1f})", flush=True)
-    if args.json:
-        atomic_write_json(args.json, {"n": n, "bits": bits, "rows": rows})
-    return rows
-
-
 def import_faiss():
     try:
         import faiss
@@ -531,8 +503,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, default=None, help="--scaling: draw the log-log figure here")
     parser.add_argument("--plot-from", type=Path, nargs="+", default=None,
                         help="draw --plot from these --scaling --json files (best figure of each N)")
-    parser.add_argument("--index", action="store_true",
-                        help="CodeIndex.search timings at the largest --sizes, with and without faiss")
     parser.add_argument("--memory-only", action="store_true",
                         help="--scaling: only the peak extra memory, each size in a fresh process")
     parser.add_argument("--scaling-memory-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -554,9 +524,6 @@ def main() -> None:
         print(SCALING_HEADER)
         print_scaling(rows)
         plot_scaling(rows, args.plot or Path("eval_scaling.png"))
-        return
-    if args.index:
-        run_index(args, import_faiss())
         return
     if args.scaling and args.memory_only:
         args.topk = args.topk or 5000
