@@ -35,7 +35,8 @@ second table compares hyp2 and faiss at other code lengths (``--sweep-bits``) at
 ``--plot FILE`` draws the log-log figure of docs/evaluation.md from the table (``--json`` keeps it).
 
 faiss is a benchmark-only dependency (``pip install faiss-cpu``); without it those columns are
-skipped. The figures in docs/evaluation.md come from this script.
+skipped. The metrics figures in docs/evaluation.md come from this script (the CodeIndex search
+figures from benchmarks/index_speed.py).
 """
 from __future__ import annotations
 
@@ -159,27 +160,41 @@ def peak_rss() -> int:
     return rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
 
 
+def timed_memory(fn) -> tuple[float, float, int, object]:
+    """Wall seconds, CPU seconds (all threads), peak extra resident memory (bytes) and result of one call."""
+    base = reset_peak_rss()
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = fn()
+    cpu = time.process_time() - c0
+    return time.perf_counter() - t0, cpu, peak_rss() - base, result
+
+
+def call_memory(q, d, ql, dl, topk: int) -> dict:
+    """Peak extra memory (bytes) of mAP@topk and of evaluate_all, after a warm-up call that loads
+    the kernels and thread pools. Meant for a fresh process (see :func:`run_child`)."""
+    metrics.evaluate_all(q[:64], d[:50_000], ql[:64], dl[:50_000], topk=100)
+    return {name: timed_memory(lambda fn=fn: fn(q, d, ql, dl, topk=topk))[2]
+            for name, fn in (("map_bytes", metrics.mean_average_precision),
+                             ("evaluate_all_bytes", metrics.evaluate_all))}
+
+
+def run_child(*flags) -> dict:
+    """This script run with ``flags`` in a fresh process: the JSON object it prints last."""
+    out = subprocess.run([sys.executable, __file__, *map(str, flags)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def memory_child(folder: str, topk: int) -> None:
-    """Run in a fresh process: print the peak-RSS growth of mAP and of evaluate_all."""
-    arrays = [np.load(os.path.join(folder, f"{name}.npy")) for name in ("q", "d", "ql", "dl")]
-    small = [a[:50] for a in arrays]
-    metrics.evaluate_all(*small, topk=10)  # load kernels and thread pools before measuring
-    out = {}
-    for name, fn in (("map_bytes", metrics.mean_average_precision),
-                     ("evaluate_all_bytes", metrics.evaluate_all)):
-        base = reset_peak_rss()
-        fn(*arrays, topk=topk)
-        out[name] = peak_rss() - base
-    print(json.dumps(out))
+    """In a fresh process: the peak extra memory of mAP and evaluate_all on the arrays saved in folder."""
+    q, d, ql, dl = (np.load(os.path.join(folder, f"{name}.npy")) for name in ("q", "d", "ql", "dl"))
+    print(json.dumps(call_memory(q, d, ql, dl, topk)))
 
 
 def measure_memory(q, d, ql, dl, topk: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         for name, arr in (("q", q), ("d", d), ("ql", ql), ("dl", dl)):
             np.save(os.path.join(folder, f"{name}.npy"), arr)
-        cmd = [sys.executable, __file__, "--memory-child", folder, "--topk", str(topk)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        return run_child("--memory-child", folder, "--topk", topk)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,11 +224,7 @@ def run_bits(bits: int, args, ql: np.ndarray, dl: np.ndarray, faiss) -> dict:
         metrics.mean_average_precision(*sub, topk=topk) - stable_ref) < 1e-12
 
     if faiss is not None:
-        pad = -bits % 8  # IndexBinaryFlat needs a multiple of 8 bits; zero bits add no distance
-        qp = np.packbits(np.pad(q > 0, ((0, 0), (0, pad))), axis=1)
-        dp = np.packbits(np.pad(d > 0, ((0, 0), (0, pad))), axis=1)
-        index = faiss.IndexBinaryFlat(bits + pad)
-        index.add(dp)
+        index, qp = faiss_index(faiss, d), metrics.pack_codes(q)
         row["faiss_search_s"], (dist, idx) = best_of(lambda: index.search(qp, topk), 2)
         t0 = time.perf_counter()
         row["faiss_map"] = ap_from_ranking(idx, ql.astype(bool), dl.astype(bool))
@@ -242,9 +253,9 @@ def make_database(seed: int, n: int, bits: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def faiss_index(faiss, codes: np.ndarray):
-    bits = codes.shape[1]
-    index = faiss.IndexBinaryFlat(bits + (-bits % 8))
-    index.add(np.packbits(codes > 0, axis=1))
+    """faiss's exact IndexBinaryFlat over ±1 codes (whole bytes: the zero padding adds no distance)."""
+    index = faiss.IndexBinaryFlat(8 * -(-codes.shape[1] // 8))
+    index.add(metrics.pack_codes(codes))
     return index
 
 
@@ -264,36 +275,23 @@ def side_by_side(hyp2_fn, faiss_fn, repeats: int) -> dict:
     return out
 
 
-def timed_memory(fn) -> tuple[float, int, object]:
-    """Wall seconds, peak extra resident memory (bytes) and result of one call; the CPU seconds
-    in ``timed_memory.cpu``."""
-    base = reset_peak_rss()
-    t0, c0 = time.perf_counter(), time.process_time()
-    result = fn()
-    timed_memory.cpu = time.process_time() - c0
-    return time.perf_counter() - t0, peak_rss() - base, result
-
-
 def scaling_row(n: int, data: tuple, faiss, args) -> dict:
     """Every measurement at database size n (a prefix of the generated database)."""
     q, d_all, ql, dl_all = data
     d, dl, topk = d_all[:n], dl_all[:n], args.topk
     row: dict = {"n": n, "bits": q.shape[1], "load_before": round(os.getloadavg()[0], 2)}
-    row["hyp2_first_s"], row["map_bytes"], row["map"] = timed_memory(
+    row["hyp2_first_s"], _, row["map_bytes"], row["map"] = timed_memory(
         lambda: metrics.mean_average_precision(q, d, ql, dl, topk=topk))
     if faiss is not None:
-        index = faiss_index(faiss, d)
-        qp = np.packbits(q > 0, axis=1)
+        index, qp = faiss_index(faiss, d), metrics.pack_codes(q)
         row.update(side_by_side(lambda: metrics.mean_average_precision(q, d, ql, dl, topk=topk),
                                 lambda: index.search(qp, topk), args.repeats))
         del index
-    row["evaluate_all_s"], row["evaluate_all_bytes"], _ = timed_memory(
+    row["evaluate_all_s"], row["evaluate_all_cpu_s"], row["evaluate_all_bytes"], _ = timed_memory(
         lambda: metrics.evaluate_all(q, d, ql, dl, topk=topk))
-    row["evaluate_all_cpu_s"] = timed_memory.cpu
     if args.whole:
-        row["whole_s"], row["whole_bytes"], _ = timed_memory(
+        row["whole_s"], row["whole_cpu_s"], row["whole_bytes"], _ = timed_memory(
             lambda: metrics.mean_average_precision(q, d, ql, dl, topk=None))
-        row["whole_cpu_s"] = timed_memory.cpu
     if n <= args.loop_max:
         m = args.loop_queries
         row["loop_s"], _ = best_of(lambda: official_style_loop(q[:m], d, ql[:m], dl, topk, stable=False), 1)
@@ -307,18 +305,11 @@ def scaling_memory_child(n: int, bits: int, topk: int) -> None:
     rng = np.random.default_rng(0)
     q, ql = make_codes(rng, 2100, bits), make_labels(rng, 2100)
     d, dl = make_database(1, n, bits)
-    metrics.evaluate_all(q[:64], d[:50_000], ql[:64], dl[:50_000], topk=100)  # kernels, thread pools
-    out = {"n": n}
-    for name, fn in (("map_bytes", metrics.mean_average_precision), ("evaluate_all_bytes", metrics.evaluate_all)):
-        out[name] = timed_memory(lambda fn=fn: fn(q, d, ql, dl, topk=topk))[1]
-    print(json.dumps(out))
+    print(json.dumps({"n": n, **call_memory(q, d, ql, dl, topk)}))
 
 
 def scaling_memory(n: int, bits: int, topk: int) -> dict:
-    cmd = [sys.executable, __file__, "--scaling-memory-child", str(n), "--scaling-bits", str(bits),
-           "--topk", str(topk)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child("--scaling-memory-child", n, "--scaling-bits", bits, "--topk", topk)
 
 
 def run_scaling_memory(args) -> None:
@@ -377,8 +368,7 @@ def sweep_one(bits: int, n: int, topk: int, faiss) -> dict:
     """hyp2 and faiss side by side at one code length."""
     q, ql = make_codes(np.random.default_rng(bits), 2100, bits), make_labels(np.random.default_rng(1), 2100)
     d, dl = make_database(bits + 1, n, bits)
-    index = faiss_index(faiss, d)
-    qp = np.packbits(q > 0, axis=1)
+    index, qp = faiss_index(faiss, d), metrics.pack_codes(q)
     row = {"n": n, "bits": bits}
     row.update(side_by_side(lambda: metrics.mean_average_precision(q, d, ql, dl, topk=topk),
                             lambda: index.search(qp, topk), 2))

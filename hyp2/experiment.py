@@ -24,7 +24,7 @@ from .errors import UserError, reason
 from .evaluate import encode, full_evaluation
 from .hasher import rebuild_model
 from .losses import HashLoss, build_loss
-from .metrics import mean_average_precision
+from .metrics import binarize, mean_average_precision
 from .models import ModelRecipe, initial_model
 from .results import (RunFiles, RunLock, RunRecorder, check_compatible, load_checkpoint, load_last,
                       prepare_result_dir, read_json, save_checkpoint, save_last, write_atomic)
@@ -432,9 +432,6 @@ def _save_codes_sample(path, query, database, seed: int) -> None:
     di = np.sort(rng.choice(len(d), size=min(SAMPLE_DB, len(d)), replace=False))
     qi = np.sort(rng.choice(len(q), size=min(SAMPLE_QUERIES, len(q)), replace=False))
 
-    def signs(x):
-        return np.where(x.cpu().numpy() >= 0, 1, -1).astype(np.int8)
-
-    arrays = {"db_codes": signs(d[di]), "db_labels": dl[di].cpu().numpy().astype(np.uint8),
-              "query_codes": signs(q[qi]), "query_labels": ql[qi].cpu().numpy().astype(np.uint8)}
+    arrays = {"db_codes": binarize(d[di]).cpu().numpy(), "db_labels": dl[di].cpu().numpy().astype(np.uint8),
+              "query_codes": binarize(q[qi]).cpu().numpy(), "query_labels": ql[qi].cpu().numpy().astype(np.uint8)}
     write_atomic(path, lambda fh: np.savez_compressed(fh, **arrays), "codes sample")

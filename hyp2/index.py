@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .metrics import hamming_ranking, pack_codes
-from .validate import is_int
+from .validate import check_int
 
 __all__ = ["CodeIndex"]
 
@@ -66,9 +66,7 @@ class CodeIndex:
     def __init__(self, codes: Any, num_bits: int, *, ids: Sequence[str] | None = None,
                  labels: Any = None, classes: Sequence[str] | None = None,
                  meta: dict[str, Any] | None = None, use_faiss: bool | None = None):
-        if not is_int(num_bits) or num_bits < 1:
-            raise ValueError(f"num_bits must be a positive int, got {num_bits!r}")
-        self.num_bits = int(num_bits)
+        self.num_bits = check_int("CodeIndex", "num_bits", num_bits, minimum=1)
         self.nbytes = (self.num_bits + 7) // 8
         arr = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
         if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != self.nbytes:
@@ -126,9 +124,7 @@ class CodeIndex:
         Raises:
             ValueError: a bad k, or codes of another width than the index's.
         """
-        if not is_int(k) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        depth = min(int(k), len(self))
+        depth = min(check_int("CodeIndex.search", "k", k, minimum=1), len(self))
         packed = self._pack(codes)
         if len(packed) == 0:
             return np.zeros((0, depth), np.int64), np.zeros((0, depth), np.int32)
@@ -154,8 +150,14 @@ class CodeIndex:
 
     def _faiss_flat(self):
         if self._faiss_index is None:
-            index = self._faiss.IndexBinaryFlat(8 * self.nbytes)  # padding bits are 0 on both sides
-            index.add(self.codes)
+            # faiss counts every bit of the last byte: the padding bits past K must be 0 on both
+            # sides. Queries are checked (_pack); database rows are cleared here, on a copy.
+            codes, pad = self.codes, (1 << (-self.num_bits % 8)) - 1
+            if pad and (codes[:, -1] & pad).any():
+                codes = codes.copy()
+                codes[:, -1] &= 0xFF ^ pad
+            index = self._faiss.IndexBinaryFlat(8 * self.nbytes)
+            index.add(codes)
             self._faiss_index = index
         return self._faiss_index
 
@@ -167,7 +169,7 @@ class CodeIndex:
         out_i, out_d = idx[:, :depth].astype(np.int64), dist[:, :depth].astype(np.int32)
         # Unambiguous rows (the (k+1)-th item is farther, or there is none): only the order of the
         # k items needs fixing.
-        order = np.lexsort((out_i, out_d), axis=-1) if depth else np.zeros_like(out_i)
+        order = np.lexsort((out_i, out_d), axis=-1)  # depth >= 1: search checks k and N
         out_i, out_d = np.take_along_axis(out_i, order, 1), np.take_along_axis(out_d, order, 1)
         if depth < n:
             t = out_d[:, -1]

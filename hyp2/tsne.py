@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .errors import UserError
+from .metrics import hamming_ranking
 from .runfile import MissingData, from_test, note, run_label, run_name
 
 #: labels of the t-SNE figure's artists (tests and callers find them by these)
@@ -132,21 +133,18 @@ def hamming_neighbours(db_codes: np.ndarray, db_labels: np.ndarray, query_codes:
     """
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"hamming_neighbours needs an integer k >= 1, got k={k!r}")
-    db = np.asarray(db_codes, dtype=np.int64)
-    queries = np.asarray(query_codes, dtype=np.int64)
+    db, queries = np.asarray(db_codes), np.asarray(query_codes)
     if db.ndim != 2 or queries.ndim != 2 or db.shape[1] != queries.shape[1]:
         raise ValueError(f"hamming_neighbours needs (n, K) and (q, K) codes, got "
                          f"{db.shape} and {queries.shape}")
     db_lab = np.asarray(db_labels).astype(bool)
     q_lab = np.asarray(query_labels).astype(bool)
-    # for ±1 codes, <q, d> = K - 2 * hamming
-    distances = (db.shape[1] - queries @ db.T) // 2
-    out = []
-    for qi in range(queries.shape[0]):
-        order = np.argsort(distances[qi], kind="stable")[:k]
-        irrelevant = ~np.any(db_lab[order] & q_lab[qi], axis=1)
-        out.append(Neighbours(qi, order, distances[qi, order], irrelevant))
-    return out
+    if len(db):  # the evaluation's stable ranking: (q, min(k, n)) indices and distances
+        order, distances = hamming_ranking(queries, db, k)
+    else:
+        order = distances = np.zeros((len(queries), 0), np.int64)
+    return [Neighbours(qi, order[qi], distances[qi], ~np.any(db_lab[order[qi]] & q_lab[qi], axis=1))
+            for qi in range(queries.shape[0])]
 
 
 def rarest_label(labels: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:

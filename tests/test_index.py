@@ -98,6 +98,25 @@ def test_faiss_tie_order_is_not_trusted(monkeypatch):
         np.testing.assert_array_equal(dist, ref_d)
 
 
+@pytest.mark.parametrize("engine", ["contrary", *ENGINES])
+def test_padding_bits_of_the_database_are_ignored(monkeypatch, engine):
+    # Bits past K in the last byte of a database row are not part of the code: hamming_ranking
+    # drops them, and faiss (which counts whole bytes) must not see them either.
+    if engine == "contrary":
+        monkeypatch.setitem(sys.modules, "faiss", ContraryFaiss)
+    q, db = tied_case(10, 9, 120, 10)
+    packed = pack_codes(db)
+    packed[::3, -1] |= 0b00111111  # the 6 padding bits of 10-bit codes, set on every third row
+    kept = packed.copy()
+    index = CodeIndex(packed, 10, use_faiss=engine is not False)
+    for k in (1, 7, 119):
+        idx, dist = index.search(q, k)
+        ref_i, ref_d = reference(q > 0, db > 0, k)
+        np.testing.assert_array_equal(idx, ref_i)
+        np.testing.assert_array_equal(dist, ref_d)
+    np.testing.assert_array_equal(packed, kept)  # the caller's codes are left as they were
+
+
 @pytest.mark.parametrize("use_faiss", ENGINES)
 def test_query_forms_agree(use_faiss):
     rng = np.random.default_rng(3)

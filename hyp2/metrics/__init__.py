@@ -25,8 +25,10 @@ Conventions (all functions):
 * Empty database: ``ValueError`` everywhere. Empty query set: ``ValueError`` for the metrics (a
   mean over no query is undefined); :func:`hamming_distance` / :func:`hamming_ranking` return
   empty ``(0, ·)`` arrays.
-* Inputs are never modified, nor copied whole. Metric values are python floats (or lists of
-  floats). When a code array is a CUDA tensor the computation runs on that device.
+* Inputs are never modified. The database is read block by block, never copied whole, except a
+  numpy array in big-endian byte order or with negative strides (torch cannot view those; it is
+  copied once into native order). Metric values are python floats (or lists of floats). When a
+  code array is a CUDA tensor the computation runs on that device.
 
 Layout: :mod:`.functions` holds the public functions; the engine behind them is
 :mod:`._engine` (distances by one exact low-precision matrix product), :mod:`._consumers` (the

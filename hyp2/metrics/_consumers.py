@@ -27,10 +27,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._engine import Distances, LabelOperands, Scratch
+from ._engine import Distances, LabelOperands, Scratch, int_dtype
 
 ENTRY_BYTES = 16  # a stored top-k candidate: row 4 + index 4 (8 past 2**31 items) + distance 2 B
 _RANK_ROWS = 32  # query rows per RankAP step on numpy (keeps its per-item arrays in the cache)
+
+
+def divide_or_zero(num: Any, den: Any) -> np.ndarray:
+    """``num / den`` as float64 (broadcast), 0 where ``den`` is 0: a ratio over nothing counts 0."""
+    out = np.zeros(np.broadcast_shapes(np.shape(num), np.shape(den)))
+    return np.divide(num, den, out=out, where=np.asarray(den) > 0)
 
 
 def _row_offsets(n: int, width: int, like: torch.Tensor) -> torch.Tensor:
@@ -65,7 +71,7 @@ class Histogram:
     def hist_keys(self, keys: torch.Tensor, rel: torch.Tensor | None, scratch: Scratch) -> Any:
         """``(r, B)`` integer keys ``distance + (K+1) * relevant`` (numpy or torch, as the engine)."""
         eng, k1 = self.eng, self.eng.num_bits + 1
-        kdt = torch.int16 if self.bins < 2**15 else torch.int32
+        kdt = int_dtype(self.bins - 1, signed=True)  # signed: numpy adds int8 relevance terms to it
         out = eng.decode(keys, out=scratch.get("hist", tuple(keys.shape), kdt))
         if rel is None:
             return out.numpy() if eng.numpy else out
@@ -123,7 +129,7 @@ class TopK:
         self.caps = caps  # (Q,) int64 per query of the engine
         self.budget = budget_entries  # candidates kept before compacting
         self.idx_dtype = np.int32 if n_db < 2**31 else np.int64
-        self.dist_dtype = np.uint8 if eng.num_bits < 256 else np.int32
+        self.dist_dtype = torch.empty(0, dtype=int_dtype(eng.num_bits)).numpy().dtype
 
     def start(self, n_rows: int, first_row: int = 0) -> _Candidates:
         return _Candidates(self.caps[first_row:first_row + n_rows].copy(), self.eng.num_bits + 1, self.budget)
@@ -253,8 +259,8 @@ class RankAP:
     def _rows(self, st: dict[str, Any], r0: int, r1: int, keys, rel, scratch: Scratch) -> None:
         eng = self.eng
         k1, r, width = eng.num_bits + 1, r1 - r0, keys.shape[1]
-        # uint8 distances: numpy's stable sort of 8-bit keys is a one-pass counting sort.
-        d = eng.decode(keys, out=scratch.get("dist", tuple(keys.shape), torch.uint8 if k1 <= 256 else torch.int16))
+        # uint8 distances up to K = 255: numpy's stable sort of 8-bit keys is a one-pass counting sort.
+        d = eng.decode(keys, out=scratch.get("dist", tuple(keys.shape), int_dtype(k1 - 1)))
         relb = self.lab_ops.positive(rel)
         if eng.numpy:
             d = d.numpy()
@@ -305,7 +311,7 @@ class RankAP:
     def finish(self, st: dict[str, Any]) -> np.ndarray:
         """``(r,)`` AP of each query (0 when no relevant item is ranked within the depth)."""
         hits = st["hits"]
-        return np.divide(st["ap"], hits, out=np.zeros(len(hits)), where=hits > 0)
+        return divide_or_zero(st["ap"], hits)
 
 
 class Dense:

@@ -14,6 +14,7 @@ Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,14 @@ from .options import EngineOptions
 _INT_VIEW = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}
 # Every integer up to this magnitude is exactly representable in the dtype.
 EXACT_INT = {torch.bfloat16: 2**8, torch.float16: 2**11, torch.float32: 2**24}
+
+
+def int_dtype(max_value: int, signed: bool = False) -> torch.dtype:
+    """The smallest of uint8 (unless ``signed``), int16 and int32 holding every integer in
+    ``[0, max_value]``: the dtype of distances (``max_value = K``) and of keys built from them."""
+    if max_value < 2**8 and not signed:
+        return torch.uint8
+    return torch.int16 if max_value < 2**15 else torch.int32
 
 
 class Scratch:
@@ -64,7 +73,7 @@ class Distances:
         limit = EXACT_INT[self.dtype] // 2  # partial sums: multiples of 1/2 up to G in magnitude
         n_groups = -(-k // min(options.group_bits or limit, limit))
         self.edges = [round(i * k / n_groups) for i in range(n_groups + 1)]
-        signs = queries.signs(0, queries.rows, device)
+        signs = queries.signs(0, queries.rows, device, self.numpy)
         self.q_ops = []
         for lo, hi in zip(self.edges[:-1], self.edges[1:]):
             q_op = torch.full((signs.shape[0], hi - lo + 1), (hi - lo) / 2, dtype=self.dtype, device=device)
@@ -72,14 +81,11 @@ class Distances:
             q_op[:, :-1].mul_(-0.5)
             self.q_ops.append(q_op)
         self.single = n_groups == 1
-        self.key_dtype = _INT_VIEW[self.dtype] if self.single else (torch.int16 if k < 2**15 else torch.int32)
-        # Smallest integer dtype holding every distance 0..K (for histogram keys and candidates).
-        self.dist_dtype = np.int16 if 2 * k + 2 < 2**15 else np.int32
+        self.key_dtype = _INT_VIEW[self.dtype] if self.single else int_dtype(k, signed=True)
 
     def subset(self, rows: np.ndarray) -> "Distances":
         """The same engine restricted to the queries ``rows`` (an int array)."""
-        sub = object.__new__(Distances)
-        sub.__dict__.update(self.__dict__)
+        sub = copy.copy(self)
         idx = torch.as_tensor(rows, device=self.device, dtype=torch.int64)
         sub.q_ops = [op.index_select(0, idx) for op in self.q_ops]
         sub.num_queries = len(rows)
@@ -87,7 +93,7 @@ class Distances:
 
     def block(self, db: CodeSource, lo: int, hi: int) -> list[torch.Tensor]:
         """Database operands of rows ``lo:hi``: per bit group a ``(B, G+1)`` tensor ``[t, 1]``."""
-        signs = db.signs(lo, hi, self.device)
+        signs = db.signs(lo, hi, self.device, self.numpy)
         ops = []
         for g0, g1 in zip(self.edges[:-1], self.edges[1:]):
             if self.numpy:  # numpy assembles, one torch conversion

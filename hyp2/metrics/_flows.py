@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ._consumers import ENTRY_BYTES, Both, Histogram, RankAP, TopK, pick_topk, stable_order
+from ._consumers import ENTRY_BYTES, Both, Histogram, RankAP, TopK, divide_or_zero, pick_topk, stable_order
 from ._engine import Distances, LabelOperands
 from ._inputs import CodeSource, LabelSource
 from ._scan import Unit, run_unit, scan
@@ -69,6 +69,8 @@ class Problem:
 
     def relevant(self, rows: slice, idx: np.ndarray) -> np.ndarray:
         """``(r, L)`` database indices -> ``(r, L)`` bool relevance to the queries ``rows``."""
+        if idx.shape[1] == 0:  # a pass that needs no top-k: no label masks to build
+            return np.zeros(idx.shape, dtype=bool)
         with self._lock:  # built once, by the first worker that needs it
             if self._db_masks is None:
                 self._db_masks = self.labels.masks()  # (N, W) int64: 8 bytes per item and 64 classes
@@ -78,22 +80,30 @@ class Problem:
             out |= (self._db_masks[:, w].take(idx) & q[:, w: w + 1]) != 0
         return out
 
-    def histograms(self, with_rel: bool, eng: Distances | None = None, db: CodeSource | None = None) -> np.ndarray:
-        """``(Q, K+1)`` counts per distance, or ``(Q, 2, K+1)`` [irrelevant, relevant] with ``with_rel``."""
-        eng, db = eng or self.eng, db or self.db
+    def histograms(self, with_rel: bool, db: CodeSource | None = None) -> np.ndarray:
+        """``(Q, K+1)`` counts per distance, or ``(Q, 2, K+1)`` [irrelevant, relevant] with ``with_rel``,
+        over ``db`` (default: the database; a sample of it for the caps)."""
+        eng, db = self.eng, db or self.db
         cons = Histogram(eng, self.lab_ops if with_rel else None)
         parts = scan(eng, db, cons, per_query_bytes=16 * cons.bins, labels=self.labels, lab_ops=self.lab_ops,
                      group_fn=lambda rows, results: sum(results))
         return np.concatenate(parts) if parts else cons.finish(cons.start(0))
 
-    def caps(self, depth: int) -> np.ndarray:
-        """``(Q,)`` distance caps expected to hold each query's top ``depth`` (exact for small N)."""
+    def caps_count_all(self, depth: int) -> bool:
+        """Whether :meth:`caps` counts every item (a small database is its own sample)."""
+        return depth < self.db.rows <= 2 * self.options.sample_size
+
+    def caps(self, depth: int, hist: np.ndarray | None = None) -> np.ndarray:
+        """``(Q,)`` distance caps expected to hold each query's top ``depth``: exact for small N,
+        or from ``hist`` (the ``(Q, 2, K+1)`` counts of :meth:`histograms`) when given."""
         n, k, opts = self.db.rows, self.num_bits, self.options
         if depth >= n:
             return np.full(self.num_queries, k, dtype=np.int64)
-        stride = max(1, n // opts.sample_size)
-        if stride == 1 or n <= 2 * opts.sample_size:  # the whole database is the sample: exact
+        if hist is not None:
+            return thresholds(hist.sum(1), depth)
+        if self.caps_count_all(depth):  # the whole database is the sample: exact
             return thresholds(self.histograms(False), depth)
+        stride = n // opts.sample_size
         sample = self.db.every(stride)
         mean = depth * sample.rows / n
         need = mean + opts.sample_z * np.sqrt(mean) + 1.0
@@ -197,4 +207,4 @@ def average_precision(rel: np.ndarray) -> np.ndarray:
     prec *= rel
     hits = prec.sum(1)
     n_rel = cum[:, -1] if rel.shape[1] else np.zeros(len(rel), np.int64)
-    return np.divide(hits, n_rel, out=np.zeros_like(hits), where=n_rel > 0)
+    return divide_or_zero(hits, n_rel)

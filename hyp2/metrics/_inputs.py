@@ -1,28 +1,33 @@
 """Validation and normalisation of codes and labels (conventions: the package docstring).
 
-Query codes are converted whole (``(Q, K)`` bits). The database is never copied whole: a
+Query codes are converted whole (``(Q, K)`` bits). The database is not copied whole: a
 :class:`CodeSource` or :class:`LabelSource` validates it in row blocks and hands out the bits or
-labels of one database block at a time, so the extra memory does not grow with N.
+labels of one database block at a time, so the extra memory does not grow with N. The exception
+is a numpy array torch cannot view (big-endian, or negative strides): :func:`to_tensor` copies it
+once, whole, into native order.
 
 Part of :mod:`hyp2.metrics`, the evaluation protocol of HyP² Loss (Xu et al., "HyP² Loss: Beyond
 Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1).
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from ..validate import is_int
+from ..validate import check_int, is_int
 
+_OWNER = "hyp2.metrics"  # how argument errors name their source
 _CHECK_ROWS = 1 << 16  # rows per validation step (bounds the temporaries of the checks)
 _UNSIGNED = (torch.uint8, torch.uint16, torch.uint32, torch.uint64)
 
 
 def to_tensor(x: Any, name: str) -> torch.Tensor:
-    """A torch view of ``x`` (no copy for numpy / torch input); never written to."""
+    """A torch view of ``x``, never written to: no copy, except for a numpy array in big-endian
+    byte order or with a negative stride, which is copied whole (torch cannot view those)."""
     if isinstance(x, torch.Tensor):
         return x.detach()
     if isinstance(x, np.ndarray):
@@ -35,7 +40,7 @@ def to_tensor(x: Any, name: str) -> torch.Tensor:
         with warnings.catch_warnings():
             # torch warns about read-only arrays because tensors could write to them; we never do.
             warnings.simplefilter("ignore", UserWarning)
-            return torch.from_numpy(x)  # a view, whatever the memory order: never a whole copy
+            return torch.from_numpy(x)  # a view, whatever the (non-negative) strides
     raise ValueError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 
@@ -66,10 +71,8 @@ class CodeSource:
         self.name = name
         self.packed = num_bits is not None
         if self.packed:
-            if not is_int(num_bits) or num_bits < 1:
-                raise ValueError(f"num_bits must be a positive int, got {num_bits!r}")
-            self._check_packed(t, int(num_bits))
-            self.num_bits = int(num_bits)
+            self.num_bits = check_int(_OWNER, "num_bits", num_bits, minimum=1)
+            self._check_packed(t, self.num_bits)
         else:
             self._check_codes(t)
             self.num_bits = t.shape[1]
@@ -106,8 +109,7 @@ class CodeSource:
 
     def every(self, step: int) -> "CodeSource":
         """The same codes restricted to every ``step``-th row (a view, for sampling)."""
-        sub = object.__new__(CodeSource)
-        sub.__dict__.update(self.__dict__)
+        sub = copy.copy(self)
         sub.tensor = self.tensor[::step]
         sub.rows = sub.tensor.shape[0]
         return sub
@@ -121,14 +123,15 @@ class CodeSource:
             return unpack_tensor(t, self.num_bits)
         return t if t.dtype == torch.bool else t >= 0
 
-    def signs(self, lo: int, hi: int, device: torch.device) -> torch.Tensor:
+    def signs(self, lo: int, hi: int, device: torch.device, numpy: bool = True) -> torch.Tensor:
         """``(hi - lo, K)`` int8 signs (±1) of rows ``lo:hi`` on ``device``.
 
-        On the CPU this is numpy work (a few vectorised passes; torch's per-op threading costs
-        more than the work on blocks this small).
+        With ``numpy`` (the engine's numpy backend) and CPU codes this is numpy work (a few
+        vectorised passes; torch's per-op threading costs more than the work on blocks this
+        small); otherwise torch ops, as on a GPU.
         """
         t = self.tensor[lo:hi]
-        if device.type == "cpu" and t.device.type == "cpu" and t.dtype not in _NO_NUMPY:
+        if numpy and device.type == "cpu" and t.device.type == "cpu" and t.dtype not in _NO_NUMPY:
             a = t.numpy()
             if self.packed:
                 b = np.unpackbits(a, axis=1, count=self.num_bits).view(np.int8)
@@ -190,11 +193,7 @@ def label_masks(bits: np.ndarray) -> np.ndarray:
 def check_topk(topk: int | None, n_db: int) -> int:
     if topk is None:
         return n_db
-    if not is_int(topk):
-        raise ValueError(f"topk must be a positive int or None (whole database), got {topk!r}")
-    if topk < 1:
-        raise ValueError(f"topk must be >= 1 (or None for the whole database), got {topk}")
-    return min(int(topk), n_db)
+    return min(check_int(_OWNER, "topk (None: the whole database)", topk, minimum=1), n_db)
 
 
 def check_ns(ns: int | Sequence[int], n_db: int, *, drop_large: bool) -> list[int]:
@@ -212,8 +211,4 @@ def check_ns(ns: int | Sequence[int], n_db: int, *, drop_large: bool) -> list[in
 
 
 def check_chunk(chunk_size: int | None) -> int | None:
-    if chunk_size is None:
-        return None
-    if not is_int(chunk_size) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    return int(chunk_size)
+    return None if chunk_size is None else check_int(_OWNER, "chunk_size", chunk_size, minimum=1)

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from ._engine import Distances, LabelOperands, Scratch
@@ -120,7 +119,3 @@ def scan(eng: Distances, db: CodeSource, consumer, *, per_query_bytes: int = 0, 
         return finish(units[0].rows, [run_unit(eng, db, consumer, u, labels, lab_ops) for u in units])
 
     return run_parallel(one_group, groups, workers)
-
-
-def concat_rows(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.zeros(0)

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..validate import is_int
-from ._consumers import Dense, RelevantCount
+from ..validate import check_int
+from ._consumers import Dense, RelevantCount, divide_or_zero
 from ._flows import Problem, average_precision
 from ._inputs import CodeSource, check_chunk, check_ns, check_topk
 from ._scan import scan
@@ -146,31 +146,35 @@ def mean_average_precision(query_codes: Any, db_codes: Any, query_labels: Any, d
     return sum(prob.topk(depth, prob.caps(depth), ap_sum)) / prob.num_queries
 
 
-def _precision_recall_at(rel: np.ndarray, total: np.ndarray, ns: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Sums over queries of precision@N and recall@N: ``(len(ns),)`` float64 each."""
+def _precision_recall_at(rel: np.ndarray, total: np.ndarray | None, ns: list[int],
+                         ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sums over queries of precision@N and recall@N: ``(len(ns),)`` float64 each; recall only
+    when ``total`` (each query's relevant items in the database) is given, else None."""
     hits = np.cumsum(rel, axis=1, dtype=np.int64)[:, np.asarray(ns, dtype=np.int64) - 1]
     prec = (hits / np.asarray(ns, dtype=np.float64)).sum(0)
-    tot = total.astype(np.float64)[:, None]
-    rec = np.divide(hits, tot, out=np.zeros(hits.shape), where=tot > 0).sum(0)
-    return prec, rec
+    if total is None:
+        return prec, None
+    return prec, divide_or_zero(hits, total[:, None]).sum(0)
 
 
-def _at_n(query_codes, db_codes, query_labels, db_labels, ns, num_bits, chunk_size, options,
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean precision@N and recall@N over queries (float64 arrays aligned with ``ns``)."""
+def _at_n(query_codes, db_codes, query_labels, db_labels, ns, num_bits, chunk_size, options, recall: bool,
+          ) -> np.ndarray:
+    """Mean precision@N, or recall@N with ``recall``, over queries (float64, aligned with ``ns``)."""
     prob = _problem(query_codes, db_codes, num_bits, chunk_size, options, query_labels, db_labels)
     ns_list = check_ns(ns, prob.db.rows, drop_large=False)
     if not ns_list:
-        return np.zeros(0), np.zeros(0)
-    totals = np.concatenate(scan(prob.eng, prob.db, RelevantCount(prob.lab_ops), labels=prob.labels,
-                                 lab_ops=prob.lab_ops, group_fn=lambda rows, results: sum(results)))
+        return np.zeros(0)
+    totals = None  # relevant items of each query in the whole database: a pass only recall needs
+    if recall:
+        totals = np.concatenate(scan(prob.eng, prob.db, RelevantCount(prob.lab_ops), labels=prob.labels,
+                                     lab_ops=prob.lab_ops, group_fn=lambda rows, results: sum(results)))
     depth = max(ns_list)
 
-    def sums(rows: slice, idx: np.ndarray, _: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return _precision_recall_at(prob.relevant(rows, idx), totals[rows], ns_list)
+    def sums(rows: slice, idx: np.ndarray, _: np.ndarray) -> np.ndarray:
+        prec, rec = _precision_recall_at(prob.relevant(rows, idx), None if totals is None else totals[rows], ns_list)
+        return rec if recall else prec
 
-    parts = prob.topk(depth, prob.caps(depth), sums)
-    return (sum(p for p, _ in parts) / prob.num_queries, sum(r for _, r in parts) / prob.num_queries)
+    return sum(prob.topk(depth, prob.caps(depth), sums)) / prob.num_queries
 
 
 def precision_at_n(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any,
@@ -180,7 +184,7 @@ def precision_at_n(query_codes: Any, db_codes: Any, query_labels: Any, db_labels
 
     Every N must satisfy 1 <= N <= database size (``ValueError`` otherwise).
     """
-    prec, _ = _at_n(query_codes, db_codes, query_labels, db_labels, ns, num_bits, chunk_size, options)
+    prec = _at_n(query_codes, db_codes, query_labels, db_labels, ns, num_bits, chunk_size, options, recall=False)
     return [float(p) for p in prec]
 
 
@@ -192,7 +196,7 @@ def recall_at_n(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: A
     A query with no relevant item in the whole database counts 0 (it stays in the mean).
     Every N must satisfy 1 <= N <= database size (``ValueError`` otherwise).
     """
-    _, rec = _at_n(query_codes, db_codes, query_labels, db_labels, ns, num_bits, chunk_size, options)
+    rec = _at_n(query_codes, db_codes, query_labels, db_labels, ns, num_bits, chunk_size, options, recall=True)
     return [float(r) for r in rec]
 
 
@@ -202,8 +206,8 @@ def _curve_terms(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     relevant = cum[:, 1]
     retrieved = cum[:, 0] + relevant
     total = relevant[:, -1:]
-    prec = np.divide(relevant, retrieved, out=np.zeros(relevant.shape), where=retrieved > 0)
-    rec = np.divide(relevant, total, out=np.zeros(relevant.shape), where=total > 0)
+    prec = divide_or_zero(relevant, retrieved)
+    rec = divide_or_zero(relevant, total)
     return prec, rec
 
 
@@ -233,18 +237,18 @@ def precision_within_radius(query_codes: Any, db_codes: Any, query_labels: Any, 
     A query with no item within the radius counts precision 0 (the common convention; it keeps
     every query in the mean). A radius above K is the same as K.
     """
-    if not is_int(radius) or radius < 0:
-        raise ValueError(f"radius must be a non-negative int, got {radius!r}")
+    radius = check_int("precision_within_radius", "radius", radius, minimum=0)
     curve = pr_curve(query_codes, db_codes, query_labels, db_labels, num_bits=num_bits,
                      chunk_size=chunk_size, options=options)
-    return curve["precision"][min(int(radius), len(curve["precision"]) - 1)]
+    return curve["precision"][min(radius, len(curve["precision"]) - 1)]
 
 
 def evaluate_all(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any,
                  topk: int | None = None, ns: Sequence[int] = DEFAULT_NS, *,
                  num_bits: int | None = None, chunk_size: int | None = None,
                  options: EngineOptions | None = None) -> dict[str, Any]:
-    """Every metric from one pass over the database (two when the mAP depth is deep).
+    """Every metric from one pass over a large database (two up to 2 * ``sample_size`` items:
+    counting, then top-k with exact caps; a deep mAP depth adds one).
 
     Returns the ``test`` section of the run JSON (docs/run-json.md) without ``codes_sample``::
 
@@ -266,12 +270,15 @@ def evaluate_all(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: 
     def sums(rows: slice, idx: np.ndarray, _: np.ndarray, hist: np.ndarray) -> tuple:
         prec, rec = _curve_terms(hist)
         rel = prob.relevant(rows, idx)
-        pn, rn = _precision_recall_at(rel, hist[:, 1].sum(1), ns_list) if ns_list else (0.0, 0.0)
+        pn, rn = _precision_recall_at(rel, hist[:, 1].sum(1), ns_list)
         ap = 0.0 if deep else float(average_precision(rel[:, :k]).sum())
         return ap, prec.sum(0), rec.sum(0), pn, rn, hist
 
-    if depth:
+    if depth and not prob.caps_count_all(depth):  # one pass: top-k and histograms
         parts = prob.topk(depth, prob.caps(depth), sums, hist_too=True)
+    elif depth:  # exact caps would count every item anyway: count once, with relevance
+        hist = prob.histograms(True)
+        parts = prob.topk(depth, prob.caps(depth, hist), lambda rows, idx, dist: sums(rows, idx, dist, hist[rows]))
     else:  # no top-k needed: the histogram pass alone
         hist = prob.histograms(True)
         parts = [sums(slice(0, prob.num_queries), np.zeros((prob.num_queries, 0), np.int64), None, hist)]
@@ -283,8 +290,8 @@ def evaluate_all(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: 
     return {
         "map": float(ap_sum / nq),
         "topk": k,
-        "precision_at_n": {"n": ns_list, "precision": (np.asarray(p_at) / nq * np.ones(len(ns_list))).tolist()},
-        "recall_at_n": {"n": ns_list, "recall": (np.asarray(r_at) / nq * np.ones(len(ns_list))).tolist()},
+        "precision_at_n": {"n": ns_list, "precision": (p_at / nq).tolist()},
+        "recall_at_n": {"n": ns_list, "recall": (r_at / nq).tolist()},
         "pr_curve": {"radius": list(range(k1)), "precision": curve_p, "recall": (c_rec / nq).tolist()},
         "precision_radius2": curve_p[min(2, prob.num_bits)],
     }

@@ -2,7 +2,7 @@
 
 Results never depend on these options: every setting gives the same exact numbers, only the time
 and the memory change. Tests use them to force the rarely taken paths (tiny blocks, tiny budgets,
-a sampled threshold that falls short, the torch code path on the CPU, float32 matmuls).
+a sampled threshold that falls short, the torch code path on the CPU, float32 and float16 matmuls).
 
 Part of :mod:`hyp2.metrics`, the evaluation protocol of HyP² Loss (Xu et al., "HyP² Loss: Beyond
 Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1).
@@ -19,6 +19,7 @@ __all__ = ["EngineOptions", "DEFAULT_OPTIONS"]
 
 _BACKENDS = ("auto", "numpy", "torch")
 _DTYPES = (None, torch.bfloat16, torch.float16, torch.float32)
+_MAX_TILE_ROWS = 2**16
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class EngineOptions:
             for bfloat16, 1024 for float16, 2**23 for float32). Smaller values only split the work.
         block_items: database items per block (the database is streamed block by block, in
             order); None: 8192 on the CPU, 2**18 on a GPU.
-        query_rows: queries per matmul tile; None: 512 on the CPU, 2048 on a GPU.
+        query_rows: queries per matmul tile; None: 512 on the CPU, 2048 on a GPU. Larger values
+            than 65,536 are taken as 65,536.
         sample_size: database items sampled to estimate each query's top-k distance bound.
         sample_z: safety margin of that estimate, in standard deviations of the sampled count; a
             bound that still falls short is detected and the query is redone exactly.
@@ -92,7 +94,8 @@ class EngineOptions:
         return self.block_items or (8192 if device.type == "cpu" else 2**18)
 
     def rows_for(self, device: torch.device) -> int:
-        return self.query_rows or (512 if device.type == "cpu" else 2048)
+        # At most 2**16: the consumers store a row's place within its tile as uint16.
+        return min(self.query_rows or (512 if device.type == "cpu" else 2048), _MAX_TILE_ROWS)
 
     def workers_for(self, device: torch.device) -> int:
         if self.workers is not None:

@@ -8,7 +8,7 @@ import torch
 
 from hyp2 import metrics as M
 from hyp2.metrics import EngineOptions
-from hyp2.metrics._consumers import TopK
+from hyp2.metrics._consumers import TopK, pick_topk, stable_order
 from hyp2.metrics._engine import Scratch
 from hyp2.metrics._flows import Problem
 from hyp2.metrics._scan import plan
@@ -45,6 +45,39 @@ def test_running_bound_keeps_few_candidates():
     expected = Ref(q, d, np.zeros((6, 1)), np.zeros((4000, 1))).orders
     for r in range(6):
         np.testing.assert_array_equal(idx[row == r][:depth], expected[r][:depth])
+
+
+def test_tiles_without_candidates():
+    # Caps of -1 keep nothing: the tiles with no candidate come out empty, before and after one
+    # with candidates, and pick_topk marks their rows as short (not ok).
+    rng = np.random.default_rng(2)
+    q, d, _, _ = random_case(rng, 6, 50, 6)
+    prob = Problem(q, d, None, EngineOptions(workers=1))
+    cons = TopK(prob.eng, 3, np.array([-1, -1, 6, 6, -1, -1]), budget_entries=10**9, n_db=50)
+    st, scratch = cons.start(6), Scratch(prob.eng.device)
+    for t0 in (0, 2, 4):
+        keys = prob.eng.keys(slice(t0, t0 + 2), prob.eng.block(prob.db, 0, 50), scratch)
+        cons.tile(st, t0, t0 + 2, 0, keys, None, scratch)
+    tiles = cons.finish(st)
+    assert [(r0, r1) for r0, r1, _ in tiles] == [(0, 2), (2, 4), (4, 6)]
+    assert [len(cands[0]) > 0 for _, _, cands in tiles] == [False, True, False]
+    expected = Ref(q, d, np.zeros((6, 1)), np.zeros((50, 1))).orders
+    for r0, r1, cands in tiles:
+        top, top_d, ok = pick_topk(*cands, r1 - r0, 3)
+        assert top.shape == top_d.shape == (2, 3)
+        assert ok.tolist() == [r0 == 2, r0 == 2]
+    np.testing.assert_array_equal(pick_topk(*tiles[1][2], 2, 3)[0], [expected[2][:3], expected[3][:3]])
+
+
+@pytest.mark.parametrize("n_rows, k1", [(4, 5), (300, 300), (70_000, 3)])
+def test_stable_order_is_by_row_then_distance(n_rows, k1):
+    # One 16-bit radix key when rows x (K+1) fits in 16 bits; else a distance sort, then a row sort
+    # (rows as uint16 up to 2**16 rows, as they are); equal entries keep their order.
+    rng = np.random.default_rng(n_rows)
+    row = rng.integers(0, n_rows, 3000).astype(np.uint16 if n_rows <= 2**16 else np.int64)
+    dist = rng.integers(0, k1, 3000).astype(np.int16)
+    expected = sorted(range(3000), key=lambda i: (row[i], dist[i]))  # sorted() is stable
+    np.testing.assert_array_equal(stable_order(row, dist, n_rows, k1), expected)
 
 
 def test_sampled_caps_that_fall_short_are_redone_exactly():
@@ -84,16 +117,19 @@ def test_torch_backend_on_cpu(block):
     check_all(q, d, ql, dl, Ref(q, d, ql, dl), chunk_size=3, topks=(None, 1, 7, 30), options=opts)
 
 
-@pytest.mark.parametrize("k_bits, group_bits", [(12, None), (200, None), (13, 4), (200, 64)])
+@pytest.mark.parametrize("k_bits, group_bits", [(12, None), (200, None), (1100, None), (13, 4), (200, 64)])
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_float32_and_bit_groups(k_bits, group_bits, backend):
-    # CPUs without bfloat16 compute in float32; small bit groups sum integer group distances.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_float32_float16_and_bit_groups(k_bits, group_bits, backend, dtype):
+    # CPUs without bfloat16 compute in float32 and GPUs in float16 (its groups hold up to 1,024
+    # bits: 1,100 bits take two); small bit groups sum integer group distances.
     rng = np.random.default_rng(5)
     q, d, ql, dl = random_case(rng, 5, 120, k_bits, dup=True)
-    opts = EngineOptions(compute_dtype=torch.float32, group_bits=group_bits, backend=backend)
-    check_all(q, d, ql, dl, Ref(q, d, ql, dl), chunk_size=2, options=opts)
-    if group_bits:  # the same small groups in bfloat16
-        check_all(q, d, ql, dl, Ref(q, d, ql, dl), options=EngineOptions(group_bits=group_bits))
+    ref = Ref(q, d, ql, dl)
+    opts = EngineOptions(compute_dtype=dtype, group_bits=group_bits, backend=backend)
+    check_all(q, d, ql, dl, ref, chunk_size=2, options=opts)
+    if group_bits and dtype == torch.float32:  # the same small groups in the default dtype (bfloat16)
+        check_all(q, d, ql, dl, ref, options=EngineOptions(group_bits=group_bits, backend=backend))
 
 
 def test_tiny_budget_single_worker():
@@ -174,3 +210,37 @@ def test_options_validation(kwargs, match):
 def test_options_must_be_engine_options():
     with pytest.raises(ValueError, match="EngineOptions"):
         M.hamming_ranking(np.ones((2, 4)), np.ones((3, 4)), 2, options={"workers": 1})
+
+
+def test_tiles_of_more_than_65536_queries():
+    # Rows within a tile are stored as uint16: a chunk_size above 2**16 must still work (the tile
+    # is capped), here with one worker so that the 70,000 queries form a single group.
+    rng = np.random.default_rng(15)
+    q = rng.choice(np.array([-1, 1], np.int8), (70_000, 5))
+    d = rng.choice(np.array([-1, 1], np.int8), (40, 5))
+    ql, dl = np.eye(70_000, 3, dtype=np.uint8), np.eye(40, 3, dtype=np.uint8)
+    ql[np.arange(70_000) % 3 == 1, 1] = 1
+    opts = EngineOptions(workers=1)
+    dist = (q[:, None, :] != d[None, :, :]).sum(2)  # (Q, N) by broadcasting
+    order = np.argsort(dist, axis=1, kind="stable")[:, :3]
+    idx, got = M.hamming_ranking(q, d, 3, chunk_size=70_000, options=opts)
+    np.testing.assert_array_equal(idx, order)
+    np.testing.assert_array_equal(got, np.take_along_axis(dist, order, 1))
+    rel = (ql[:, None, :] & dl[order]).any(2)  # (Q, 3) relevance in rank order
+    hits = np.cumsum(rel, 1)
+    ap = np.where(hits[:, -1] > 0, (hits / np.arange(1, 4) * rel).sum(1) / np.maximum(hits[:, -1], 1), 0.0)
+    assert M.mean_average_precision(q, d, ql, dl, 3, chunk_size=70_000, options=opts) == pytest.approx(
+        ap.mean(), abs=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_whole_ranking_with_distances_above_int16(backend):
+    # K = 40,000 bits: distances past 32,767 must not wrap in the whole-ranking AP's sort keys.
+    rng = np.random.default_rng(16)
+    q, d, ql, dl = random_case(rng, 3, 11, 40_000)
+    d[0], d[5], d[7] = -q[1], -q[1], q[2]  # distance 40,000 (a tie) and 0
+    ref = Ref(q, d, ql, dl)
+    assert max(max(row) for row in ref.dist) > 2**15
+    opts = EngineOptions(backend=backend, compute_dtype=torch.float32)
+    for topk in (None, 4):  # 4 of 11 items: deep, scored by the whole-ranking AP too
+        assert M.mean_average_precision(q, d, ql, dl, topk, options=opts) == pytest.approx(ref.map(topk), abs=1e-12)
