@@ -5,8 +5,11 @@ library's (often multi-line) exception into the clause our messages quote."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from typing import Callable, NoReturn
+import threading
+from typing import Callable, Iterator, NoReturn
 
 #: longest library message quoted inside one of ours
 _REASON_CHARS = 300
@@ -57,15 +60,45 @@ def one_line(e: UserError) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, like Ctrl-C's ``KeyboardInterrupt``: a scheduler's stop
+    (Slurm preemption, ``scancel``, ``kill``) unwinds the same way, so temporary files are removed,
+    the run lock is released and the last complete epoch stays resumable."""
+
+
+def _raise_terminated(signum, frame) -> NoReturn:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread. Only where SIGTERM
+    still has its default action (an application embedding hyp2 keeps its own handler)."""
+    install = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    if install:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        if install:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_command(body: Callable[[], object]) -> int:
     """Run a command's body and return its exit status: 0 when it returns, 2 after printing one
-    ``error: ...`` line for a :class:`UserError`, 130 when interrupted."""
+    ``error: ...`` line for a :class:`UserError`, 130 when interrupted (Ctrl-C), 143 when terminated
+    (SIGTERM, e.g. a scheduler's preemption), each after one line on stderr."""
     try:
-        body()
+        with sigterm_as_interrupt():
+            body()
         return 0
     except UserError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated (SIGTERM); a training run continues from its last epoch with --resume", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -66,6 +66,15 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def parse_json(text: str) -> Any:
+    """``json.loads(text)``, with input nested too deeply for the parser (a hostile file) reported
+    as the ``ValueError`` every other malformed JSON raises, instead of a ``RecursionError``."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to be a hyp2 file") from None
+
+
 def human_bytes(n: float) -> str:
     """``n`` bytes in the largest binary unit that keeps it at least 1: "512 B", "3.4 MiB", "12 GiB"."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

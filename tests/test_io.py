@@ -4,7 +4,7 @@ from collections import namedtuple
 import pytest
 
 from hyp2.errors import UserError
-from hyp2.io import atomic_open, atomic_write_json, atomic_write_text, human_bytes, require_free_space
+from hyp2.io import atomic_open, atomic_write_json, atomic_write_text, human_bytes, parse_json, require_free_space
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -48,3 +48,11 @@ def test_free_space_message_in_human_units(tmp_path, monkeypatch):
     require_free_space(tmp_path, 512, "unused")
     with pytest.raises(UserError, match=r"^need 2.0 KiB in /odd\{path\}, 512 B free$"):
         require_free_space(tmp_path, 2048, "need {need} in /odd{path}, {free} free")
+
+
+def test_parse_json_reports_deep_nesting_as_a_value_error():
+    assert parse_json('{"a": [1, 2]}') == {"a": [1, 2]}
+    with pytest.raises(ValueError, match="nested too deeply"):
+        parse_json("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError):
+        parse_json("{not json")

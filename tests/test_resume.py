@@ -49,6 +49,23 @@ KILLER = textwrap.dedent("""
 """)
 
 
+# Runs the CLI in a child process that sends itself SIGTERM (what Slurm sends on preemption or
+# scancel) as its `stop_at`-th atomic checkpoint save begins.
+TERMINATOR = textwrap.dedent("""
+    import os, signal, sys
+    import hyp2.io as io
+    kill_at, calls, original = int(sys.argv[1]), [0], io.atomic_save
+    def terminated_save(path, save):
+        calls[0] += 1
+        if calls[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        original(path, save)
+    io.atomic_save = terminated_save
+    from hyp2.cli import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("ref")
@@ -73,6 +90,22 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(kill_at, reference, tm
     assert ckpt["meta"]["epoch"] == reference["best"]["epoch"] and ckpt["meta"]["map"] == reference["best"]["map"]
     assert not list(out.glob(".*.tmp")), "stale temporary files are cleaned up"
     assert "resumed" in capsys.readouterr().out or kill_at == 2
+
+
+def test_sigterm_stops_with_one_line_and_resumes_like_an_uninterrupted_run(reference, tmp_path, capsys):
+    """SIGTERM (Slurm's preemption) used to end the process with status 143 and no word; now it
+    unwinds like Ctrl-C: one line, status 143, no temporary file left, and --resume continues."""
+    out = tmp_path / "r"
+    proc = subprocess.run([sys.executable, "-c", TERMINATOR, "3", *ARGS, "--result_dir", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("terminated (SIGTERM)")
+    assert "Traceback" not in proc.stderr
+    assert not list(out.glob(".*.tmp"))
+    assert main(ARGS + ["--result_dir", str(out), "--resume"]) == 0
+    got = json.loads((out / f"{RUN}.json").read_text())
+    assert [h["map"] for h in got["history"]] == [h["map"] for h in reference["history"]]
+    assert "resumed" in capsys.readouterr().out
 
 
 def test_fresh_run_refuses_to_replace_earlier_checkpoints(reference, tmp_path, capsys):
