@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hyp2.cli import main as retrieval  # noqa: E402
 from hyp2.io import atomic_write_text  # noqa: E402
-from hyp2.losses import loss_names  # noqa: E402
+from hyp2.losses import LOSSES  # noqa: E402
 from hyp2.report import build_report  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="default: the dataset's")
     p.add_argument("--hash_bit", type=int, default=48)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--losses", default=",".join(loss_names()), help="comma-separated")
+    p.add_argument("--losses", default=",".join(LOSSES.names()), help="comma-separated")
     p.add_argument("--out", type=Path, default=None, help="default result/compare_{dataset}")
     args = p.parse_args(argv)
     out = args.out or Path("result") / f"compare_{args.dataset}"

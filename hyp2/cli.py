@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser; the choices of --dataset, --backbone and --loss come from their registries, so a
     registered dataset, backbone or loss (a plugin's too) appears here without touching this file."""
     from .data import dataset_info, dataset_names
-    from .losses import loss_names, loss_spec
+    from .losses import LOSSES
     from .models import backbone_names, get_backbone
 
     p = ArgumentParser(prog="retrieval.py", description="HyP² deep hashing for multi-label image retrieval: "
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     _official_flags(p.add_argument_group("official flags"), _choices(
         dataset_names(), lambda n: dataset_info(n).description), _choices(
         backbone_names(), lambda n: get_backbone(n).description))
-    _added_flags(p.add_argument_group("added flags"), _choices(loss_names(), lambda n: loss_spec(n).description))
+    _added_flags(p.add_argument_group("added flags"), LOSSES.describe())
     _dataset_flags(p.add_argument_group("dataset flags"))
     _run_flags(p)
     return p
@@ -213,10 +213,10 @@ def _check_ranges(args: argparse.Namespace, min_size: int) -> None:
 def _loss_options(args: argparse.Namespace, given: Sequence[str]) -> tuple[tuple[str, object], ...]:
     """``--loss_opt KEY=VALUE`` pairs, with HyP²'s own flags --beta and --zeta, as the loss's typed,
     checked options (sorted items); one line naming the valid keys otherwise."""
-    from .losses import loss_spec
+    from .losses import LOSSES
 
     try:
-        spec = loss_spec(args.loss)
+        spec = LOSSES.get(args.loss)
         options = spec.parse(args.loss_opt)
     except ValueError as e:
         flag = "--loss_opt" if "unknown loss" not in str(e) else "--loss"

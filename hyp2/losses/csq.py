@@ -23,8 +23,6 @@ space, and pulls each code to the centre of its sample (a pointwise loss, no pai
   Since (tanh(x) + 1)/2 = σ(2x), the cross-entropy is computed from the logits 2h, exactly and
   without log(0).
 
-(Equation numbers are not quoted: they were not checked against the PDF.)
-
 λ = 10⁻⁴ is the value of DeepHash-pytorch's CSQ (swuxyj/DeepHash-pytorch, ``CSQ.py``). The authors'
 code (github.com/yuanli2333/Hadamard-Matrix-for-hashing, ``train.py``) differs from the paper: a
 squared quantization (|u| − 1)² with weight 0.05 and an extra HashNet-style pairwise term with
@@ -41,7 +39,7 @@ from ._batch import log_cosh, masked_mean
 from ._codes import hadamard, is_power_of_two, new_generator, random_signs, spread_random_codes
 from .base import HashLoss
 from .options import Option
-from .registry import register_loss
+from .registry import LOSSES
 
 
 def hash_centres(num_classes: int, num_bits: int, seed: int) -> tuple[torch.Tensor, str]:
@@ -57,7 +55,7 @@ def hash_centres(num_classes: int, num_bits: int, seed: int) -> tuple[torch.Tens
     return spread_random_codes(num_classes, num_bits, generator), "bernoulli"
 
 
-@register_loss("csq", "CSQ central similarity to Hadamard/Bernoulli hash centres (Yuan et al., CVPR 2020)")
+@LOSSES.register("csq", "CSQ central similarity to Hadamard/Bernoulli hash centres (Yuan et al., CVPR 2020)")
 class CSQLoss(HashLoss):
     """Central similarity to fixed hash centres + log-cosh quantization.
 
@@ -75,6 +73,7 @@ class CSQLoss(HashLoss):
         Option("quant_weight", 1e-4, "weight λ of the log-cosh quantization term",
                "DeepHash-pytorch (swuxyj/DeepHash-pytorch, CSQ.py)", low=0.0),
     )
+    weights = {"central": 1.0, "quant": "quant_weight"}
 
     def __init__(self, num_classes: int, num_bits: int, **options: object) -> None:
         super().__init__(num_classes, num_bits, **options)
@@ -100,13 +99,11 @@ class CSQLoss(HashLoss):
         return torch.where(centroid > 0, torch.ones_like(centroid),
                            torch.where(centroid < 0, -torch.ones_like(centroid), tie))
 
-    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """(B, K) outputs h (tanh applied here), (B, C) 0/1 labels y -> scalar of h's dtype."""
-        labels = self.check_batch(h, y)
+    def terms(self, h: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, K) outputs h (tanh applied here), (B, C) 0/1 labels -> central and quant."""
         target01 = (self.targets(labels) + 1.0) / 2.0                   # (B, K) in {0, 1}
         # BCE((tanh h + 1)/2, t) == BCE-with-logits(2h, t), since (tanh x + 1)/2 = σ(2x)
         bce = F.binary_cross_entropy_with_logits(2.0 * h, target01, reduction="none").mean(dim=1)
         central = masked_mean(bce, labels.sum(dim=1) > 0)
         quant = log_cosh(torch.tanh(h).abs() - 1.0).mean()
-        self._log(central=central, quant=quant)
-        return central + self.quant_weight * quant
+        return {"central": central, "quant": quant}

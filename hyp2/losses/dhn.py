@@ -11,8 +11,6 @@ surrogate |x| ≈ log cosh x::
     L_quant = mean_i Σ_k log cosh(|z_ik| − 1)
     L       = L_pair + λ · L_quant,      λ = 0.1
 
-(Equation numbers are not quoted: they were not checked against the PDF.)
-
 Choices, from the authors' Caffe code (github.com/zhuhan1236/dhn-caffe: a ``TanH`` after the hash
 layer; ``PairwiseLoss`` with ``q_gamma: 0.1``):
 
@@ -32,10 +30,10 @@ import torch
 from ._batch import log_cosh, masked_mean, off_diagonal, pair_logistic, shares_label
 from .base import HashLoss
 from .options import Option
-from .registry import register_loss
+from .registry import LOSSES
 
 
-@register_loss("dhn", "DHN pairwise cross-entropy + log-cosh quantization (Zhu et al., AAAI 2016)")
+@LOSSES.register("dhn", "DHN pairwise cross-entropy + log-cosh quantization (Zhu et al., AAAI 2016)")
 class DHNLoss(HashLoss):
     """DHN pairwise cross-entropy + log-cosh quantization.
 
@@ -49,13 +47,13 @@ class DHNLoss(HashLoss):
                "authors' Caffe code (zhuhan1236/dhn-caffe, q_gamma: 0.1)", low=0.0),
     )
 
-    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """(B, K) outputs h (tanh applied here), (B, C) 0/1 labels y -> scalar of h's dtype."""
-        labels = self.check_batch(h, y)
+    weights = {"pair": 1.0, "quant": "quant_weight"}
+
+    def terms(self, h: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, K) outputs h (tanh applied here), (B, C) 0/1 labels -> pair and quant."""
         z = torch.tanh(h)                                               # (B, K)
         s = shares_label(labels).to(h.dtype)                            # (B, B)
         inner = z @ z.T                                                 # (B, B)
         pair = masked_mean(pair_logistic(inner, s), off_diagonal(len(h), h.device))
         quant = log_cosh(z.abs() - 1.0).sum(dim=1).mean()
-        self._log(pair=pair, quant=quant)
-        return pair + self.quant_weight * quant
+        return {"pair": pair, "quant": quant}

@@ -8,8 +8,6 @@ b_i = sign(u_i)::
 
     J = Σ_{pairs} [ log(1 + e^Θ_ij) − s_ij Θ_ij ] + η Σ_i ‖b_i − u_i‖²
 
-(Equation numbers are not quoted: they were not checked against the PDF.)
-
 Here the pairs are the ordered in-batch pairs i ≠ j, and J is divided by their number B(B − 1)
 (by 1 for a batch of one, which has no pair), i.e. the authors' per-batch normalisation (they
 divide by the number of (batch, training-set) pairs) with the training set replaced by the batch::
@@ -34,10 +32,10 @@ import torch
 from ._batch import binarize, off_diagonal, pair_logistic, shares_label
 from .base import HashLoss
 from .options import Option
-from .registry import register_loss
+from .registry import LOSSES
 
 
-@register_loss("dpsh", "DPSH pairwise likelihood + quantization, in-batch pairs (Li et al., IJCAI 2016)")
+@LOSSES.register("dpsh", "DPSH pairwise likelihood + quantization, in-batch pairs (Li et al., IJCAI 2016)")
 class DPSHLoss(HashLoss):
     """DPSH pairwise likelihood + η quantization, over in-batch pairs.
 
@@ -51,9 +49,10 @@ class DPSHLoss(HashLoss):
                "authors' code (jiangqy/DPSH-pytorch, DPSH_CIFAR_10_demo.py)", low=0.0),
     )
 
-    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """(B, K) outputs h (used as they are: DPSH's u), (B, C) 0/1 labels y -> scalar of h's dtype."""
-        labels = self.check_batch(h, y)
+    weights = {"pair": 1.0, "quant": "eta"}
+
+    def terms(self, h: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, K) outputs h (used as they are: DPSH's u), (B, C) 0/1 labels -> pair and quant."""
         batch = h.shape[0]
         count = max(batch * (batch - 1), 1)
         s = shares_label(labels).to(h.dtype)
@@ -61,6 +60,4 @@ class DPSHLoss(HashLoss):
         nll = pair_logistic(theta, s)
         pair = torch.where(off_diagonal(batch, h.device), nll, torch.zeros_like(nll)).sum()
         quant = (binarize(h) - h).pow(2).sum()
-        pair, quant = pair / count, quant / count
-        self._log(pair=pair, quant=quant)
-        return pair + self.eta * quant
+        return {"pair": pair / count, "quant": quant / count}

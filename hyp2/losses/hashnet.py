@@ -10,8 +10,7 @@ balancing the scarce similar pairs against the plentiful dissimilar ones::
     w_ij = c_ij |S| / |S_1|  if s_ij = 1,      |S| / |S_0|  if s_ij = 0
     L    = Σ_{(i,j) ∈ S} w_ij ℓ_ij / |S|  =  mean_{S_1} c_ij ℓ_ij  +  mean_{S_0} ℓ_ij
 
-with S the pairs, S_1 / S_0 its similar / dissimilar pairs. (Equation numbers are not quoted: they
-were not checked against the PDF.) Dividing the paper's sum by |S| makes the loss the sum of two
+with S the pairs, S_1 / S_0 its similar / dissimilar pairs. Dividing the paper's sum by |S| makes the loss the sum of two
 means, which stays finite when the batch has no similar (or no dissimilar) pair: that mean is 0.
 There is no quantization term: continuation makes the codes binary.
 
@@ -42,10 +41,10 @@ import torch
 from ._batch import masked_mean, off_diagonal, pair_logistic, shares_label
 from .base import HashLoss
 from .options import Derived, Option
-from .registry import register_loss
+from .registry import LOSSES
 
 
-@register_loss("hashnet", "HashNet class-balanced pairwise cross-entropy with tanh(βz) continuation "
+@LOSSES.register("hashnet", "HashNet class-balanced pairwise cross-entropy with tanh(βz) continuation "
                          "(Cao et al., ICCV 2017)")
 class HashNetLoss(HashLoss):
     """HashNet weighted pairwise cross-entropy with tanh(βz) continuation.
@@ -89,10 +88,12 @@ class HashNetLoss(HashLoss):
         """The β the next evaluation-mode forward uses (the current iteration's)."""
         return self.beta_at(int(self.step))
 
-    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """(B, K) pre-activations z (tanh(βz) applied here), (B, C) 0/1 labels y -> scalar of h's
-        dtype. In training mode, first advances :attr:`step` by one."""
-        labels = self.check_batch(h, y)
+    weights = {"similar": 1.0, "dissimilar": 1.0}
+
+    def terms(self, h: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, K) pre-activations z (tanh(βz) applied here), (B, C) 0/1 labels -> similar and
+        dissimilar, and the β used (recorded, not summed). In training mode, first advances
+        :attr:`step` by one."""
         if self.training:
             self.step += 1
         beta = self.beta
@@ -109,5 +110,4 @@ class HashNetLoss(HashLoss):
             similar_nll = nll * (inter / union.clamp(min=1.0))
         similar = masked_mean(similar_nll, share & pairs)
         dissimilar = masked_mean(nll, ~share & pairs)
-        self._log(similar=similar, dissimilar=dissimilar, beta=beta)
-        return similar + dissimilar
+        return {"similar": similar, "dissimilar": dissimilar, "beta": beta}

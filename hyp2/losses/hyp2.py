@@ -1,5 +1,4 @@
-"""HyP² loss: Xu et al., "HyP² Loss: Beyond Hypersphere Metric Space for Multi-label Image
-Retrieval", ACM MM 2022 (arXiv:2208.06866).
+"""HyP² loss (Xu et al., ACM MM 2022, arXiv:2208.06866).
 
 The Hybrid Proxy-Pair loss adds a pair term over irrelevant pairs to a multi-label proxy loss.
 With one learnable proxy p_c ∈ R^K per class, hash outputs h_i ∈ R^K, labels y ∈ {0, 1}^{B×C}
@@ -19,8 +18,7 @@ and cos(a, b) = a·b / (|a| |b|):
       L_pair = mean_{(i,j) ordered: |y_i| > 1, |y_j| > 1, y_i·y_j = 0} relu(cos(h_i, h_j) − ζ)
 
 and the loss is ``L_proxy + β·L_pair``. ζ = 1 − 2d/K comes from the best known minimum distance d
-of a binary linear [K, ⌈log₂ C⌉] code (:mod:`hyp2.codetable`). (Equation numbers of the two
-terms are not quoted here: they were not checked against the PDF while writing this module.)
+of a binary linear [K, ⌈log₂ C⌉] code (:mod:`hyp2.codetable`).
 
 Choices matching the official implementation (github.com/JerryXu0129/HyP2-Loss, ``model.py``):
 
@@ -48,10 +46,10 @@ from ._batch import masked_mean
 from ._codes import new_generator
 from .base import HashLoss
 from .options import Derived, Option
-from .registry import register_loss
+from .registry import LOSSES
 
 
-@register_loss("hyp2", "HyP² hybrid proxy-pair loss (Xu et al., ACM MM 2022); the default")
+@LOSSES.register("hyp2", "HyP² hybrid proxy-pair loss (Xu et al., ACM MM 2022); the default")
 class HyP2Loss(HashLoss):
     """HyP² loss with learnable class proxies.
 
@@ -65,9 +63,8 @@ class HyP2Loss(HashLoss):
 
     Attributes:
         proxies: ``nn.Parameter`` of shape (C, K).
-        components: after each forward, detached scalars ``proxy_pos``, ``proxy_neg`` and
-            ``pair`` (the *unweighted* pair mean), so that
-            loss = proxy_pos + proxy_neg + beta · pair.
+        components: after each call, detached scalars ``proxy_pos``, ``proxy_neg`` and ``pair``
+            (the *unweighted* pair mean): loss = proxy_pos + proxy_neg + beta · pair.
     """
 
     options = (
@@ -78,6 +75,7 @@ class HyP2Loss(HashLoss):
         Option("beta", 0.5, "weight β of the irrelevant-pair term",
                "official code (--beta, default 0.5)", low=0.0),
     )
+    weights = {"proxy_pos": 1.0, "proxy_neg": 1.0, "pair": "beta"}
 
     def __init__(self, num_classes: int, num_bits: int, zeta: float, beta: float = 0.5,
                  seed: int = 0) -> None:
@@ -87,25 +85,15 @@ class HyP2Loss(HashLoss):
         nn.init.kaiming_normal_(proxies, mode="fan_out", generator=new_generator(self.seed))
         self.proxies = nn.Parameter(proxies)
 
-    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """(B, K) outputs h (before the sign), (B, C) 0/1 labels y -> scalar of h's dtype,
-        differentiable w.r.t. h and :attr:`proxies`."""
-        labels = self.check_batch(h, y)                             # (B, C) 0/1 in h's dtype
+    def terms(self, h: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, K) outputs h (before the sign), (B, C) 0/1 labels -> the three terms."""
         positive = labels > 0
-
         unit_h = F.normalize(h, p=2, dim=1)
-        unit_p = F.normalize(self.proxies.to(h.dtype), p=2, dim=1)
-        cos = unit_h @ unit_p.T                                     # (B, C)
-
-        proxy_pos = masked_mean(1.0 - cos, positive)
-        proxy_neg = masked_mean(F.relu(cos - self.zeta), ~positive)
-
-        multi = labels.sum(dim=1) > 1                               # (B,) samples with ≥ 2 labels
+        cos = unit_h @ F.normalize(self.proxies.to(h.dtype), p=2, dim=1).T       # (B, C)
+        multi = labels.sum(dim=1) > 1                                           # (B,) ≥ 2 labels
         # irrelevant ordered pairs among multi-label samples; the diagonal never qualifies,
         # as y_i·y_i = |y_i| ≥ 2 there
         irrelevant = (labels @ labels.T == 0) & multi[:, None] & multi[None, :]   # (B, B)
-        sim = unit_h @ unit_h.T                                     # (B, B)
-        pair = masked_mean(F.relu(sim - self.zeta), irrelevant)
-
-        self._log(proxy_pos=proxy_pos, proxy_neg=proxy_neg, pair=pair)
-        return proxy_pos + proxy_neg + self.beta * pair
+        return {"proxy_pos": masked_mean(1.0 - cos, positive),
+                "proxy_neg": masked_mean(F.relu(cos - self.zeta), ~positive),
+                "pair": masked_mean(F.relu(unit_h @ unit_h.T - self.zeta), irrelevant)}

@@ -14,8 +14,6 @@ a quantization term pulls |u| to 1::
     soft   : otherwise                       ℓ_ij = γ K ((⟨u_i, u_j⟩ + K) / 2K − s_ij)²
     L      = mean_{i ≠ j} ℓ_ij + λ · mean_{i,k} | |u_ik| − 1 |
 
-(Equation numbers are not quoted: they were not checked against the PDF.)
-
 Hyper-parameters and details, from the authors' TensorFlow code (github.com/pectinid16/IDHN,
 ``train.py``): β = 5 (``belta``), γ = 0.1 (``gama``), λ = 0.1 (``alpha``), the 0.01 / 0.99
 thresholds, the softsign output layer, the factor K in front of the squared error, and one mean
@@ -32,10 +30,10 @@ import torch
 from ._batch import label_cosine, off_diagonal, pair_logistic
 from .base import HashLoss
 from .options import Option
-from .registry import register_loss
+from .registry import LOSSES
 
 
-@register_loss("idhn", "IDHN soft pairwise similarity: cross-entropy + MSE + quantization "
+@LOSSES.register("idhn", "IDHN soft pairwise similarity: cross-entropy + MSE + quantization "
                       "(Zhang et al., IEEE TMM 2019)")
 class IDHNLoss(HashLoss):
     """IDHN soft-similarity loss: cross-entropy on hard pairs, MSE on soft pairs, quantization.
@@ -59,9 +57,10 @@ class IDHNLoss(HashLoss):
                low=0.0, high=0.5, open_high=True),
     )
 
-    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """(B, K) outputs h (softsign applied here), (B, C) 0/1 labels y -> scalar of h's dtype."""
-        labels = self.check_batch(h, y)
+    weights = {"hard": 1.0, "soft": "soft_weight", "quant": "quant_weight"}
+
+    def terms(self, h: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, K) outputs h (softsign applied here), (B, C) 0/1 labels -> hard, soft and quant."""
         k = float(self.num_bits)
         u = h / (1.0 + h.abs())                                         # softsign, (B, K)
         s = label_cosine(labels)                                        # (B, B) in [0, 1]
@@ -75,5 +74,4 @@ class IDHNLoss(HashLoss):
         hard_part = torch.where(hard & pairs, cross_entropy, zero).sum() / count
         soft_part = torch.where(~hard & pairs, squared, zero).sum() / count
         quant = (u.abs() - 1.0).abs().mean()
-        self._log(hard=hard_part, soft=soft_part, quant=quant)
-        return hard_part + self.soft_weight * soft_part + self.quant_weight * quant
+        return {"hard": hard_part, "soft": soft_part, "quant": quant}

@@ -13,8 +13,7 @@ labels::
     L_CE     = mean_{i labelled} − Σ_c (y_ic / Σ_c' y_ic') log softmax_c(logit_i)
     L_quan   = mean_i (1 − cos(h_i, sign(h_i)))          (sign as a constant)
     L        = L_CE + λ L_quan,          s = 8, m = 0.2, λ = 0
-
-(Equation numbers are not quoted: they were not checked against the PDF.) For a single-label
+For a single-label
 sample the target is one-hot and L_CE is the usual cross-entropy.
 
 Defaults, from the authors' code (github.com/kamwoh/orthohash: ``main.py``,
@@ -39,7 +38,7 @@ from ._batch import binarize, masked_mean
 from ._codes import hadamard, is_power_of_two, new_generator, random_signs
 from .base import HashLoss
 from .options import Option
-from .registry import register_loss
+from .registry import LOSSES
 
 _CODEBOOKS = ("bernoulli", "hadamard")
 
@@ -63,7 +62,7 @@ def make_codebook(num_classes: int, num_bits: int, method: str, seed: int) -> to
                      f"got {method!r}")
 
 
-@register_loss("orthohash", "OrthoHash cosine-margin cross-entropy to a ±1 codebook, label smoothing "
+@LOSSES.register("orthohash", "OrthoHash cosine-margin cross-entropy to a ±1 codebook, label smoothing "
                            "for multi-label (Hoe et al., NeurIPS 2021)")
 class OrthoHashLoss(HashLoss):
     """Cosine-margin cross-entropy against a fixed ±1 codebook, label smoothing for multi-label.
@@ -86,15 +85,15 @@ class OrthoHashLoss(HashLoss):
         Option("codebook", "bernoulli", "codewords: Bernoulli(0.5) bits, or Hadamard rows (K = 2^n, C ≤ K)",
                "authors' code (--codebook-method B)", choices=_CODEBOOKS, attr="codebook_method"),
     )
+    weights = {"ce": 1.0, "quant": "quant_weight"}
 
     def __init__(self, num_classes: int, num_bits: int, **options: object) -> None:
         super().__init__(num_classes, num_bits, **options)
         self.register_buffer("codebook", make_codebook(self.num_classes, self.num_bits,
                                                        self.codebook_method, self.seed))
 
-    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """(B, K) continuous codes h (used as they are), (B, C) 0/1 labels y -> scalar of h's dtype."""
-        labels = self.check_batch(h, y)
+    def terms(self, h: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, K) continuous codes h (used as they are), (B, C) 0/1 labels -> ce and quant."""
         cos = F.normalize(h, dim=1) @ F.normalize(self.codebook.to(h.dtype), dim=1).T  # (B, C)
         logits = self.scale * (cos - self.margin * labels)
         counts = labels.sum(dim=1, keepdim=True)
@@ -102,5 +101,4 @@ class OrthoHashLoss(HashLoss):
         per_sample = -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
         ce = masked_mean(per_sample, counts.squeeze(1) > 0)
         quant = (1.0 - F.cosine_similarity(h, binarize(h), dim=1)).mean()
-        self._log(ce=ce, quant=quant)
-        return ce + self.quant_weight * quant
+        return {"ce": ce, "quant": quant}

@@ -8,8 +8,7 @@ softly through a log-sum-exp. With s(x, p) the cosine similarity, scale α and m
     L = 1/|P⁺| Σ_{p ∈ P⁺} log(1 + Σ_{x ∈ X⁺_p} exp(−α (s(x, p) − δ)))
       + 1/|P|  Σ_{p ∈ P}  log(1 + Σ_{x ∈ X⁻_p} exp( α (s(x, p) + δ)))
 
-where P is the set of all C proxies and P⁺ those with at least one positive in the batch.
-(Equation numbers are not quoted: they were not checked against the PDF.) Defaults α = 32,
+where P is the set of all C proxies and P⁺ those with at least one positive in the batch. Defaults α = 32,
 δ = 0.1, as in the paper and the authors' code (github.com/tjddus9597/Proxy-Anchor-CVPR2020,
 ``code/losses.py``). The loss works on the real-valued outputs, as a metric-learning loss (no
 squashing, no quantization): hashing takes their signs afterwards.
@@ -34,7 +33,7 @@ from ._batch import masked_mean
 from ._codes import new_generator
 from .base import HashLoss
 from .options import Option
-from .registry import register_loss
+from .registry import LOSSES
 
 
 def _log1p_sum_exp(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -48,7 +47,7 @@ def _log1p_sum_exp(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(torch.cat([zeros, masked], dim=0), dim=0)
 
 
-@register_loss("proxy_anchor", "Proxy Anchor loss on cosine similarities, α=32, δ=0.1 (Kim et al., CVPR 2020)")
+@LOSSES.register("proxy_anchor", "Proxy Anchor loss on cosine similarities, α=32, δ=0.1 (Kim et al., CVPR 2020)")
 class ProxyAnchorLoss(HashLoss):
     """Proxy Anchor loss with one learnable proxy per class.
 
@@ -93,10 +92,11 @@ class ProxyAnchorLoss(HashLoss):
         lr = self.proxy_lr_multiplier * net_lr if use_rule else rate
         return [{"params": [self.proxies], "lr": lr, "name": self.name}]
 
-    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """(B, K) embeddings h (only their direction matters), (B, C) 0/1 labels y -> scalar of h's
-        dtype, differentiable w.r.t. h and :attr:`proxies`."""
-        labels = self.check_batch(h, y)
+    weights = {"pos": 1.0, "neg": 1.0}
+
+    def terms(self, h: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, K) embeddings h (only their direction matters), (B, C) 0/1 labels -> pos and neg,
+        differentiable w.r.t. h and :attr:`proxies`."""
         cos = F.normalize(h, dim=1) @ F.normalize(self.proxies.to(h.dtype), dim=1).T   # (B, C)
         positive = labels > 0
         pos_per_proxy = _log1p_sum_exp(-self.alpha * (cos - self.delta), positive)    # (C,)
@@ -104,5 +104,4 @@ class ProxyAnchorLoss(HashLoss):
         with_positive = positive.any(dim=0)                                            # P⁺
         pos = masked_mean(pos_per_proxy, with_positive)
         neg = neg_per_proxy.mean()
-        self._log(pos=pos, neg=neg)
-        return pos + neg
+        return {"pos": pos, "neg": neg}

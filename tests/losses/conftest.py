@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hyp2.losses import build_loss, loss_names
+from hyp2.losses import LOSSES, build_loss
 
 # ---------------------------------------------------------------- random cases
 
@@ -131,7 +131,7 @@ def assert_finite_gradients(value: torch.Tensor, h: torch.Tensor, nonzero: bool 
 def built_by_registry(name: str, cls: type, seed: int = 0):
     """The loss ``name`` built as the trainer builds it (declared defaults), after checking that
     the registry lists it, builds ``cls`` and refuses an option the loss does not declare."""
-    assert name in loss_names()
+    assert name in LOSSES.names()
     loss = build_loss(name, num_classes=20, num_bits=48, seed=seed)
     assert isinstance(loss, cls)
     with pytest.raises(ValueError, match=f"^{name}: unknown option 'rate'; valid: "):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from hyp2.losses import HyP2Loss, build_loss, loss_names
+from hyp2.losses import LOSSES, HyP2Loss, build_loss
 
 from .conftest import pattern_labels
 
@@ -236,7 +236,7 @@ def test_cuda_matches_cpu():
 
 
 def test_build_loss_takes_zeta_from_code_table():
-    assert "hyp2" in loss_names()
+    assert "hyp2" in LOSSES.names()
     loss = build_loss("hyp2", 20, 48)
     assert isinstance(loss, HyP2Loss) and loss.name == "hyp2"
     assert loss.zeta == 0.0 and loss.beta == 0.5

@@ -1,5 +1,6 @@
-"""Tests of hyp2.losses.registry: registration, build_loss, parse_loss_options, and the option
-tables of docs/losses.md kept in step with the declarations."""
+"""Tests of hyp2.losses.registry: registration in LOSSES, build_loss, parsing --loss_opt, the
+weighted sum the base class owns, and the option tables of docs/losses.md kept in step with the
+declarations."""
 from __future__ import annotations
 
 import re
@@ -7,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hyp2.losses import HashLoss, Option, build_loss, loss_names, loss_spec, parse_loss_options
-from hyp2.losses import register_loss
-from hyp2.losses.registry import _LOSSES
+import torch
+
+from hyp2.errors import UserError
+from hyp2.losses import LOSSES, HashLoss, Option, build_loss
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "losses.md"
 
@@ -20,19 +22,21 @@ def scratch_names():
     names: list[str] = []
     yield names
     for name in names:
-        _LOSSES.pop(name, None)
+        LOSSES.unregister(name)
 
 
 def test_every_loss_in_the_package_is_registered():
-    assert loss_names() == ["csq", "dhn", "dpsh", "hashnet", "hyp2", "idhn", "orthohash", "proxy_anchor"]
-    assert loss_spec("dpsh").options[0].name == "eta" and loss_spec("dpsh").options[0].default == 10.0
+    # registration order: HyP² first (the package imports it first), then the baselines' modules
+    assert LOSSES.names() == ["hyp2", "csq", "dhn", "dpsh", "hashnet", "idhn", "orthohash", "proxy_anchor"]
+    assert LOSSES.get("dpsh").options[0].name == "eta" and LOSSES.get("dpsh").options[0].default == 10.0
 
 
 @pytest.mark.parametrize("call", [
-    lambda: build_loss("nope", 3, 4), lambda: loss_spec("nope"), lambda: parse_loss_options("nope", [])])
+    lambda: build_loss("nope", 3, 4), lambda: LOSSES.get("nope")])
 def test_unknown_loss_names_the_known_ones(call):
-    with pytest.raises(ValueError, match=r"^unknown loss 'nope'; known losses: csq, dhn, dpsh, hashnet, hyp2, "):
+    with pytest.raises(UserError, match=r"^unknown loss 'nope'; known losses: hyp2, csq, dhn, dpsh, hashnet, ") as e:
         call()
+    assert isinstance(e.value, ValueError)  # what a Python caller expects of a bad argument
 
 
 def test_build_loss_checks_sizes_before_deriving_defaults():
@@ -52,10 +56,10 @@ def test_options_must_be_a_mapping():
 
 
 def test_parse_then_build_is_the_command_line_path():
-    options = parse_loss_options("dpsh", ["eta=2.5"])
+    options = LOSSES.get("dpsh").parse(["eta=2.5"])
     assert options == {"eta": 2.5}
     assert build_loss("dpsh", 3, 4, options=options).eta == 2.5
-    options = parse_loss_options("orthohash", ["codebook=hadamard", "margin=0"])
+    options = LOSSES.get("orthohash").parse(["codebook=hadamard", "margin=0"])
     loss = build_loss("orthohash", 3, 8, options=options)
     assert loss.codebook_method == "hadamard" and loss.margin == 0.0
     assert loss.hparams == {"scale": 8.0, "margin": 0.0, "quant_weight": 0.0, "codebook": "hadamard"}
@@ -69,32 +73,75 @@ def test_build_loss_takes_options_only_as_a_mapping():
 
 def test_register_loss_refuses_what_it_cannot_serve(scratch_names):
     with pytest.raises(TypeError, match="expected a HashLoss subclass"):
-        register_loss("scratch_fn", "a function")(lambda c, k: None)
-    with pytest.raises(ValueError, match="loss 'dpsh' is registered twice"):
-        register_loss("dpsh", "again")(type("Again", (HashLoss,), {}))
+        LOSSES.register("scratch_fn", "a function")(lambda c, k: None)
+    with pytest.raises(ValueError, match="loss 'dpsh' is already registered; choose another name"):
+        LOSSES.register("dpsh", "again")(type("Again", (HashLoss,), {}))
+    with pytest.raises(ValueError, match="weights name options it does not declare: gamma"):
+        LOSSES.register("scratch_weights", "bad")(type("W", (HashLoss,), {"weights": {"a": "gamma"}}))
     for options, bad in (((Option("seed", 1, "m", "s"),), "seed"),
                          ((Option("w", 1.0, "m", "s"), Option("w", 2.0, "m", "s")), "w")):
         with pytest.raises(ValueError, match=f"option names must be unique and not one of num_classes, "
                                              f"num_bits, seed; got {bad}$"):
-            register_loss("scratch_bad", "bad")(type("Bad", (HashLoss,), {"options": options}))
-    assert "scratch_fn" not in loss_names() and "scratch_bad" not in loss_names()
+            LOSSES.register("scratch_bad", "bad")(type("Bad", (HashLoss,), {"options": options}))
+    assert not {"scratch_fn", "scratch_bad", "scratch_weights"} & set(LOSSES.names())
 
 
 def test_a_registered_class_gets_its_name_and_builds(scratch_names):
-    @register_loss("scratch_ok", "fine")
+    @LOSSES.register("scratch_ok", "fine")
     class Fine(HashLoss):
         options = (Option("w", 1.0, "a weight", "made up", low=0.0),)
+        weights = {"all": "w"}
 
-        def forward(self, h, y):
-            return self.w * self.check_batch(h, y).sum() * h.sum()
+        def terms(self, h, labels):
+            return {"all": labels.sum() * h.sum()}
 
     scratch_names.append("scratch_ok")
-    assert Fine.name == "scratch_ok" and "scratch_ok" in loss_names()
+    assert Fine.name == "scratch_ok" and "scratch_ok" in LOSSES.names()
     loss = build_loss("scratch_ok", 3, 4, seed=7, options={"w": 2})
     assert (loss.w, loss.seed, loss.hparams) == (2.0, 7, {"w": 2.0})
     assert repr(loss) == "Fine(num_classes=3, num_bits=4, w=2.0)"
     with pytest.raises(ValueError, match=r"^scratch_ok: unknown option 'v'; valid: w=1.0 \(a weight\)$"):
         Fine(3, 4, v=1)                                         # the class itself checks too
+
+
+def test_the_base_class_sums_the_weighted_terms_and_records_every_one(scratch_names):
+    @LOSSES.register("scratch_sum", "terms a, b summed, c recorded")
+    class Sum(HashLoss):
+        options = (Option("w", 0.5, "weight of b", "made up", low=0.0),)
+        weights = {"a": 1.0, "b": "w"}
+
+        def terms(self, h, labels):
+            return {"a": h.sum(), "b": (h * h).sum(), "c": 3}
+
+    scratch_names.append("scratch_sum")
+    h = torch.tensor([[1.0, 2.0], [3.0, -1.0]], requires_grad=True)
+    loss = build_loss("scratch_sum", 3, 2, options={"w": 0.25})
+    value = loss(h, torch.tensor([[1, 0, 0], [0, 1, 1]]))
+    assert value.item() == 5.0 + 0.25 * 15.0
+    assert {k: v.item() for k, v in loss.components.items()} == {"a": 5.0, "b": 15.0, "c": 3.0}
+    assert all(not v.requires_grad for v in loss.components.values())
+    value.backward()
+    assert h.grad.tolist() == [[1.5, 2.0], [2.5, 0.5]]                # 1 + 0.25 * 2h
+
+
+@pytest.mark.parametrize("terms, message", [
+    (lambda h: h.sum(), "terms() must return a dict with the terms ['a'], got Tensor"),
+    (lambda h: {"b": h.sum()}, "terms() must return a dict with the terms ['a'], got ['b']"),
+    (lambda h: {"a": h.sum(dim=0)}, "term 'a' must be a scalar floating tensor, got torch.float32 of shape (2,)"),
+    (lambda h: {"a": "x"}, "term 'a' must be a scalar tensor or a number, got str"),
+])
+def test_terms_that_break_the_contract_are_one_line_naming_the_loss(scratch_names, terms, message):
+    @LOSSES.register("scratch_broken", "broken terms")
+    class Broken(HashLoss):
+        weights = {"a": 1.0}
+
+        def terms(self, h, labels):
+            return terms(h)
+
+    scratch_names.append("scratch_broken")
+    with pytest.raises(ValueError) as e:
+        build_loss("scratch_broken", 3, 2)(torch.ones(2, 2), torch.zeros(2, 3))
+    assert str(e.value) == f"scratch_broken: {message}"
 
 
 def _docs_section(name: str) -> str:
@@ -104,8 +151,8 @@ def _docs_section(name: str) -> str:
     return match.group(1)
 
 
-@pytest.mark.parametrize("name", loss_names())
+@pytest.mark.parametrize("name", LOSSES.names())
 def test_docs_list_every_option_with_its_default(name):
     section = _docs_section(name)
-    for option in loss_spec(name).options:
+    for option in LOSSES.get(name).options:
         assert f"| `{option.name}` | {option.shown_default} |" in section, option.name
