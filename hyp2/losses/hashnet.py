@@ -10,8 +10,9 @@ balancing the scarce similar pairs against the plentiful dissimilar ones::
     w_ij = c_ij |S| / |S_1|  if s_ij = 1,      |S| / |S_0|  if s_ij = 0
     L    = Σ_{(i,j) ∈ S} w_ij ℓ_ij / |S|  =  mean_{S_1} c_ij ℓ_ij  +  mean_{S_0} ℓ_ij
 
-with S the pairs, S_1 / S_0 its similar / dissimilar pairs. Dividing the paper's sum by |S| makes the loss the sum of two
-means, which stays finite when the batch has no similar (or no dissimilar) pair: that mean is 0.
+with S the pairs, S_1 / S_0 its similar / dissimilar pairs. Dividing the paper's sum by |S| makes
+the loss the sum of two means, which stays finite when the batch has no similar (or no dissimilar)
+pair: that mean is 0.
 There is no quantization term: continuation makes the codes binary.
 
 Hyper-parameters, from the authors' PyTorch code (github.com/thuml/HashNet, ``pytorch/src``):
