@@ -72,7 +72,7 @@ from hyp2.errors import UserError  # noqa: E402
 from hyp2.io import atomic_write_json  # noqa: E402
 from hyp2.losses import build_loss  # noqa: E402
 from hyp2.models import BACKBONES, build_model  # noqa: E402
-from hyp2.train import make_loader, make_optimizer, seed_everything, train_one_epoch  # noqa: E402
+from hyp2.train import StepOptions, make_loader, make_optimizer, seed_everything, train_one_epoch  # noqa: E402
 
 VARIANTS = ("model", "lazy", "cache_build", "cached", "official")
 LABELS = {"model": "model alone", "lazy": "lazy", "cache_build": "cache build", "cached": "--cache",
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = build_parser()
     args = p.parse_args(argv)
-    spec = BACKBONES[args.backbone]
+    spec = BACKBONES.get(args.backbone)
     if args.image_size is None:
         args.image_size = spec.image_size
     for name, low in (("batch_size", 1), ("steps", 1), ("warmup", 1), ("workers", 0), ("hash_bit", 1),
@@ -214,11 +214,11 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.net = torch.compile(model) if args.compile else model
         self.loss_fn = build_loss("hyp2", num_classes, args.hash_bit, seed=0).to(self.device)
-        self.optimizer = make_optimizer(model, self.loss_fn, BACKBONES[args.backbone].lr, RATE)
+        self.optimizer = make_optimizer(model, self.loss_fn, BACKBONES.get(args.backbone).lr, RATE)
 
     def _epoch(self, batches: _Take) -> float:
         stats = train_one_epoch(self.net, self.loss_fn, batches, self.optimizer, self.device, epoch=1,
-                                desc="steps", amp=self.args.amp, channels_last=self.cuda)
+                                desc="steps", options=StepOptions(amp=self.args.amp, channels_last=self.cuda))
         return stats.seconds
 
     def run(self, batches, t0: float) -> dict:

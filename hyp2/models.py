@@ -22,7 +22,7 @@ Beside them, the backbones users of other hashing code bases expect (DeepHash-py
 does), and two modern ones, ``convnext_tiny`` and ``efficientnet_b0`` (classifier's last Linear
 replaced). Their learning rates follow the official recipe's family (0.02 for batch-normalised
 ResNets, 0.01 where fully connected ImageNet layers are reused or for LayerNorm/SiLU networks);
-they are untuned. Adding a backbone is one :func:`register_backbone` call (docs/extending.md).
+they are untuned. Adding a backbone is one ``BACKBONES.register`` call (docs/extending.md).
 
 Pretrained weights are torchvision's ImageNet ``IMAGENET1K_V1`` (what ``pretrained=True`` meant in
 the official code), fetched through torchvision's weights API into ``$TORCH_HOME/hub/checkpoints``,
@@ -31,6 +31,7 @@ or read from a local file (``--weights``).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import urllib.error
 from dataclasses import dataclass, field
@@ -42,8 +43,10 @@ from torch import nn
 from torchvision import models as tvm
 
 from .data.base import IMAGENET_MEAN, IMAGENET_STD
+from .config import MAX_BITS, MAX_IMAGE_SIZE
 from .errors import UserError, reason
-from .validate import check_int, is_int
+from .registry import Registry
+from .validate import check_int, is_int, is_real
 
 
 @dataclass(frozen=True)
@@ -77,27 +80,12 @@ class Backbone:
     input_options: Callable[[bool], dict[str, Any]] = field(default=lambda pretrained: {})
 
 
-BACKBONES: dict[str, Backbone] = {}
+def _entry(name: str, arch: Callable[..., nn.Module], description: str, **fields: Any) -> Backbone:
+    return Backbone(name, description, arch, **fields)
 
 
-def register_backbone(entry: Backbone) -> Backbone:
-    """Add ``entry`` to the registry (a name may be registered once)."""
-    if entry.name in BACKBONES:
-        raise ValueError(f"backbone {entry.name!r} is registered twice")
-    BACKBONES[entry.name] = entry
-    return entry
-
-
-def backbone_names() -> list[str]:
-    return list(BACKBONES)
-
-
-def get_backbone(name: str) -> Backbone:
-    """The entry for ``name``; ``ValueError`` naming the known backbones otherwise."""
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONES)}") from None
+#: every backbone, by its ``--backbone`` name
+BACKBONES: Registry[Backbone] = Registry("backbone", _entry)
 
 
 # ---------------------------------------------------------------------------------------- recipe
@@ -121,7 +109,7 @@ class ModelRecipe:
                      pretrained: bool = False) -> "ModelRecipe":
         """The recipe of a new network; ``pretrained`` selects the input convention its ImageNet
         weights expect."""
-        entry = get_backbone(backbone)
+        entry = BACKBONES.get(backbone)
         check_int("model", "num_bits", num_bits, 1)
         size = entry.image_size if image_size is None else check_int("model", "image_size", image_size, 1)
         options = entry.input_options(bool(pretrained))
@@ -130,7 +118,7 @@ class ModelRecipe:
     def build(self, imagenet_state: Mapping[str, torch.Tensor] | None = None, source: str = "") -> nn.Module:
         """The network: ``arch`` with random weights (or ``imagenet_state`` loaded), then the hash
         layer. ``source`` names the weights in error messages."""
-        entry = get_backbone(self.backbone)
+        entry = BACKBONES.get(self.backbone)
         net = entry.arch(**dict(self.arch_options))
         if imagenet_state is not None:
             try:
@@ -148,7 +136,9 @@ class ModelRecipe:
 
     @classmethod
     def from_dict(cls, d: Any) -> "ModelRecipe":
-        """Inverse of :meth:`to_dict`; ``ValueError`` saying which field is missing or malformed."""
+        """Inverse of :meth:`to_dict`, every value checked as its flag is (bits, image size) and
+        the architecture options only those the backbone's weights can ask for; ``ValueError``
+        saying which field is missing, malformed or out of range."""
         if not isinstance(d, Mapping):
             raise ValueError(f"the model recipe is a {type(d).__name__}, not a mapping")
         for key, ok in (("backbone", lambda v: isinstance(v, str)), ("num_bits", is_int),
@@ -156,13 +146,22 @@ class ModelRecipe:
                         ("mean", _triple), ("std", _triple)):
             if key not in d or not ok(d[key]):
                 raise ValueError(f"the model recipe's {key} is missing or malformed ({d.get(key)!r})")
-        get_backbone(d["backbone"])
-        return cls(d["backbone"], int(d["num_bits"]), int(d["image_size"]), tuple(sorted(d["arch_options"].items())),
+        entry = BACKBONES.get(d["backbone"])
+        check_int("the model recipe", "num_bits", d["num_bits"], 1, MAX_BITS)
+        check_int("the model recipe", "image_size", d["image_size"], entry.min_size, MAX_IMAGE_SIZE)
+        options = dict(d["arch_options"])
+        allowed = [entry.input_options(p) for p in (False, True)]
+        if options not in allowed:
+            raise ValueError(f"the model recipe's arch_options {options} are not the {d['backbone']} backbone's "
+                             f"(one of {' or '.join(map(str, allowed))})")
+        if not all(v > 0 for v in d["std"]):
+            raise ValueError(f"the model recipe's std {d['std']} must be positive")
+        return cls(d["backbone"], int(d["num_bits"]), int(d["image_size"]), tuple(sorted(options.items())),
                    tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]))
 
 
 def _triple(v: Any) -> bool:
-    return isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)
+    return isinstance(v, (list, tuple)) and len(v) == 3 and all(is_real(x) and math.isfinite(x) for x in v)
 
 
 def _arch_name(entry: Backbone) -> str:
@@ -177,7 +176,7 @@ def build_model(backbone: str, num_bits: int, pretrained: bool = True,
     """Build ``backbone`` with a K-bit hash layer.
 
     Args:
-        backbone: a registered name (:func:`backbone_names`).
+        backbone: a registered name (``BACKBONES.names()``).
         num_bits: K, the number of hash bits (≥ 1).
         pretrained: start from torchvision's ImageNet weights (downloaded if not cached).
         weights_path: a local torchvision state dict of the original ImageNet model to use instead
@@ -206,7 +205,7 @@ def initial_model(recipe: ModelRecipe, pretrained: bool, weights_path: str | os.
 def imagenet_state(backbone: str, weights_path: str | os.PathLike | None = None) -> tuple[dict, str]:
     """The ImageNet state dict of ``backbone``'s torchvision network and where it came from: the
     local file ``weights_path`` or torchvision's cached download. ``UserError`` when unavailable."""
-    entry = get_backbone(backbone)
+    entry = BACKBONES.get(backbone)
     if weights_path is not None:
         return _load_local_weights(backbone, Path(weights_path)), str(weights_path)
     if entry.weights is None:
@@ -335,32 +334,33 @@ def _weights_free(arch: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 # ---------------------------------------------------------------------------------------- entries
 
-register_backbone(Backbone(
+BACKBONES.register(
     "googlenet", "Inception-v3 at 448 px, as the official code (the paper says GoogLeNet)", _inception,
-    _inception_head, tvm.Inception_V3_Weights.IMAGENET1K_V1, image_size=448, lr=0.02, min_size=75,
-    input_options=lambda pretrained: {"transform_input": pretrained}))
-register_backbone(Backbone(
+    attach=_inception_head, weights=tvm.Inception_V3_Weights.IMAGENET1K_V1, image_size=448, lr=0.02, min_size=75,
+    input_options=lambda pretrained: {"transform_input": pretrained})
+BACKBONES.register(
     "alexnet", "AlexNet with its pretrained fc6/fc7 and a new 4096→K layer, 224 px", _weights_free(tvm.alexnet),
-    ReusedClassifierHash, tvm.AlexNet_Weights.IMAGENET1K_V1, lr=0.01, min_size=63))
+    attach=ReusedClassifierHash, weights=tvm.AlexNet_Weights.IMAGENET1K_V1, lr=0.01, min_size=63)
 # The official code never sets resnet's lr (it crashes). We use googlenet's 0.02: both are
 # batch-normalised ImageNet backbones trained with the same SGD recipe.
-register_backbone(Backbone("resnet", "ResNet-50, 224 px", _weights_free(tvm.resnet50), replace_fc,
-                           tvm.ResNet50_Weights.IMAGENET1K_V1))
-register_backbone(Backbone("small", "compact CNN from scratch for the CPU demo, 32 px", SmallNet, replace_hash_layer,
-                           image_size=32, min_size=16))
+BACKBONES.register("resnet", "ResNet-50, 224 px", _weights_free(tvm.resnet50), attach=replace_fc,
+                   weights=tvm.ResNet50_Weights.IMAGENET1K_V1)
+BACKBONES.register("small", "compact CNN from scratch for the CPU demo, 32 px", SmallNet, attach=replace_hash_layer,
+                   image_size=32, min_size=16)
 for _depth, _arch, _weights in ((18, tvm.resnet18, tvm.ResNet18_Weights), (34, tvm.resnet34, tvm.ResNet34_Weights),
                                 (101, tvm.resnet101, tvm.ResNet101_Weights),
                                 (152, tvm.resnet152, tvm.ResNet152_Weights)):
-    register_backbone(Backbone(f"resnet{_depth}", f"ResNet-{_depth}, 224 px", _weights_free(_arch), replace_fc,
-                               _weights.IMAGENET1K_V1))
-register_backbone(Backbone("vgg16", "VGG-16 with its pretrained fc6/fc7 and a new 4096→K layer, 224 px",
-                           _weights_free(tvm.vgg16), ReusedClassifierHash, tvm.VGG16_Weights.IMAGENET1K_V1, lr=0.01))
-register_backbone(Backbone("convnext_tiny", "ConvNeXt-T, classifier's last Linear replaced, 224 px",
-                           _weights_free(tvm.convnext_tiny), replace_last_linear,
-                           tvm.ConvNeXt_Tiny_Weights.IMAGENET1K_V1, lr=0.01))
-register_backbone(Backbone("efficientnet_b0", "EfficientNet-B0, classifier's last Linear replaced, 224 px",
-                           _weights_free(tvm.efficientnet_b0), replace_last_linear,
-                           tvm.EfficientNet_B0_Weights.IMAGENET1K_V1, lr=0.01))
+    BACKBONES.register(f"resnet{_depth}", f"ResNet-{_depth}, 224 px", _weights_free(_arch), attach=replace_fc,
+                       weights=_weights.IMAGENET1K_V1)
+BACKBONES.register("vgg16", "VGG-16 with its pretrained fc6/fc7 and a new 4096→K layer, 224 px",
+                   _weights_free(tvm.vgg16), attach=ReusedClassifierHash, weights=tvm.VGG16_Weights.IMAGENET1K_V1,
+                   lr=0.01)
+BACKBONES.register("convnext_tiny", "ConvNeXt-T, classifier's last Linear replaced, 224 px",
+                   _weights_free(tvm.convnext_tiny), attach=replace_last_linear,
+                   weights=tvm.ConvNeXt_Tiny_Weights.IMAGENET1K_V1, lr=0.01)
+BACKBONES.register("efficientnet_b0", "EfficientNet-B0, classifier's last Linear replaced, 224 px",
+                   _weights_free(tvm.efficientnet_b0), attach=replace_last_linear,
+                   weights=tvm.EfficientNet_B0_Weights.IMAGENET1K_V1, lr=0.01)
 
 
 def state_digest(state: Mapping[str, torch.Tensor]) -> str:

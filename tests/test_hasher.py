@@ -9,8 +9,8 @@ from conftest import imagenet_like
 from hyp2.data import image_transform
 from hyp2.errors import UserError
 from hyp2.hasher import Hasher, rebuild_model
-from hyp2.models import ModelRecipe, get_backbone
-from hyp2.results import load_checkpoint, save_checkpoint
+from hyp2.models import BACKBONES, ModelRecipe
+from hyp2.checkpoint import load_checkpoint, save_checkpoint
 
 LOSS = {"name": "hyp2", "hparams": {"beta": 0.5, "zeta": 0.0}, "state": {}}
 
@@ -25,7 +25,7 @@ def save(path, recipe, model, classes=("a", "b")):
 def test_training_and_test_side_builds_give_identical_outputs(backbone, tmp_path):
     """The training side builds from ImageNet weights (a stand-in: see conftest.imagenet_like), the
     test side from the checkpoint alone: eval-mode outputs must be bit-identical."""
-    entry = get_backbone(backbone)
+    entry = BACKBONES.get(backbone)
     pretrained = entry.weights is not None
     size = max(entry.min_size, 64)
     recipe = ModelRecipe.for_training(backbone, 12, size, pretrained=pretrained)
@@ -42,7 +42,7 @@ def test_inception_input_convention_matters_so_the_recipe_keeps_it(tmp_path):
     """The flag the state dict does not hold: dropping it changes the outputs (what --test did)."""
     recipe = ModelRecipe.for_training("googlenet", 8, 75, pretrained=True)
     assert dict(recipe.arch_options) == {"transform_input": True}
-    model = recipe.build(imagenet_like(get_backbone("googlenet").arch(transform_input=True), 75)).eval()
+    model = recipe.build(imagenet_like(BACKBONES.get("googlenet").arch(transform_input=True), 75)).eval()
     without = ModelRecipe.for_training("googlenet", 8, 75, pretrained=False).build().eval()
     without.load_state_dict(model.state_dict())
     x = torch.randn(2, 3, 75, 75)

@@ -5,13 +5,13 @@ import torch
 from torchvision import models as tvm
 
 from hyp2.errors import UserError
-from hyp2.models import BACKBONES, AlexNetHash, backbone_names, build_model, get_backbone
+from hyp2.models import BACKBONES, AlexNetHash, build_model
 
 
-@pytest.mark.parametrize("backbone", backbone_names())  # every entry: a new one gets this for free
+@pytest.mark.parametrize("backbone", BACKBONES.names())  # every entry: a new one gets this for free
 def test_outputs_b_by_k_in_train_and_eval(backbone):
     torch.manual_seed(0)
-    entry = get_backbone(backbone)
+    entry = BACKBONES.get(backbone)
     model = build_model(backbone, 13, pretrained=False)
     x = torch.randn(2, 3, entry.min_size, entry.min_size)
     model.train()
@@ -88,9 +88,9 @@ def test_bad_arguments():
     assert {"googlenet", "alexnet", "resnet", "small"} <= set(BACKBONES)
 
 
-@pytest.mark.parametrize("backbone", backbone_names())
+@pytest.mark.parametrize("backbone", BACKBONES.names())
 def test_every_entry_is_complete(backbone):
-    entry = get_backbone(backbone)
+    entry = BACKBONES.get(backbone)
     assert entry.name == backbone and entry.description and entry.lr > 0
     assert entry.min_size <= entry.image_size <= 448
     assert entry.weights is None or entry.weights.url.endswith(".pth")
@@ -98,6 +98,5 @@ def test_every_entry_is_complete(backbone):
 
 
 def test_registering_a_backbone_twice_is_refused():
-    from hyp2.models import Backbone, register_backbone
-    with pytest.raises(ValueError, match="registered twice"):
-        register_backbone(Backbone("resnet", "again", tvm.resnet50, lambda net, k: net))
+    with pytest.raises(ValueError, match="backbone 'resnet' is already registered"):
+        BACKBONES.register("resnet", "again", tvm.resnet50, attach=lambda net, k: net)

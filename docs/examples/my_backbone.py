@@ -5,7 +5,7 @@ size and learning rate (and, for a torchvision network, its ImageNet weights and
 """
 from torch import nn
 
-from hyp2.models import Backbone, register_backbone
+from hyp2.models import BACKBONES
 
 
 class TinyCNN(nn.Module):
@@ -28,5 +28,5 @@ def attach_hash_layer(net: TinyCNN, num_bits: int) -> nn.Module:
 
 
 # No ImageNet weights: --weights is refused for it, and it trains from scratch.
-register_backbone(Backbone("tiny_cnn", "example plugin: two conv stages, 32 px", TinyCNN, attach_hash_layer,
-                           image_size=32, lr=0.02, min_size=8))
+BACKBONES.register("tiny_cnn", "example plugin: two conv stages, 32 px", TinyCNN, attach=attach_hash_layer,
+                   image_size=32, lr=0.02, min_size=8)
