@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import UserError, reason
-from .results import Checkpoint, load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint
 
 #: images encoded per forward pass by default
 ENCODE_BATCH = 32

@@ -1,19 +1,20 @@
-"""A run's JSON record (docs/run-json.md) as figures, reports and galleries read it.
+"""A run's JSON record, ``{run}.json`` (docs/run-json.md): the one place that writes it
+(:class:`RunRecord`) and the one that reads it (:func:`load_run`), every field checked.
 
-The record is written by training and ``--test`` (:mod:`hyp2.results`, which owns its schema
-number, :data:`JSON_SCHEMA`); this module checks what the figures of Xu et al.,
-"HyP² Loss: Beyond Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022 (§4)
-need from it, names runs for legends, and says in one line what a run lacks for a figure.
+Training writes the history and the best evaluation after each epoch, ``--test`` adds the
+``test`` section; figures, reports and galleries read it back, and this module also names runs for
+legends and says in one line what a run lacks for a figure.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import UserError
+from .errors import UserError, reason
+from .io import atomic_write_json, parse_json
+from .validate import is_real
 
-#: the run JSON's schema number (docs/run-json.md); hyp2.results writes it, this module reads it
+#: the run JSON's schema number (docs/run-json.md)
 JSON_SCHEMA = 1
 
 _BACKBONES = {"alexnet": "AlexNet", "googlenet": "GoogLeNet", "resnet": "ResNet",
@@ -32,13 +33,8 @@ def _invalid(path: Path, what: str) -> UserError:
                      f"with --test (format: docs/run-json.md)")
 
 
-def _is_number(x: Any) -> bool:
-    # bool is an int subclass, but true/false where a number belongs is a broken file
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def _check_numbers(path: Path, where: str, values: Any) -> None:
-    if not isinstance(values, list) or not all(_is_number(v) for v in values):
+    if not isinstance(values, list) or not all(is_real(v) for v in values):
         raise _invalid(path, f"{where} must be a list of numbers")
 
 
@@ -73,7 +69,7 @@ def _check_run(run: Any, path: Path) -> None:
     if "classes" in run and not (isinstance(run["classes"], list)
                                  and all(isinstance(c, str) for c in run["classes"])):
         raise _invalid(path, "'classes' must be a list of strings")
-    if run.get("topk") is not None and not _is_number(run["topk"]):
+    if run.get("topk") is not None and not is_real(run["topk"]):
         raise _invalid(path, "'topk' must be a number")
     history = run.get("history", [])
     if history is not None:
@@ -81,11 +77,12 @@ def _check_run(run: Any, path: Path) -> None:
             raise _invalid(path, "'history' must be a list of objects")
         for i, entry in enumerate(history):
             for key in ("epoch", "map", "train_seconds", "loss"):
-                if entry.get(key) is not None and not _is_number(entry[key]):
+                if entry.get(key) is not None and not is_real(entry[key]):
                     raise _invalid(path, f"history[{i}].{key} must be a number")
     best = run.get("best")
     if best is not None and (not isinstance(best, dict)
-                             or (best.get("map") is not None and not _is_number(best["map"]))):
+                             or (best.get("map") is not None and not is_real(best["map"]))
+                             or not isinstance(best.get("digest", ""), str)):
         raise _invalid(path, "'best' must be an object whose 'map' is a number")
     if run.get("test") is not None:
         _check_test(run["test"], path)
@@ -95,7 +92,7 @@ def _check_test(test: Any, path: Path) -> None:
     if not isinstance(test, dict):
         raise _invalid(path, "'test' must be an object")
     for key in ("map", "topk", "precision_radius2"):
-        if test.get(key) is not None and not _is_number(test[key]):
+        if test.get(key) is not None and not is_real(test[key]):
             raise _invalid(path, f"test.{key} must be a number")
     if test.get("precision_at_n") is not None:
         _check_curve(path, "test.precision_at_n", test["precision_at_n"], ("n", "precision"))
@@ -128,14 +125,79 @@ def load_run(path: str | Path) -> dict:
         raise UserError(f"{path}: cannot read the run JSON ({reason}); check the path and "
                         f"its permissions") from None
     try:
-        run = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _invalid(path, f"not JSON (line {exc.lineno}, column {exc.colno}: "
-                             f"{exc.msg})") from None
+        run = parse_json(text)
+    except ValueError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}: {exc.msg}" if hasattr(exc, "lineno") else str(exc)
+        raise _invalid(path, f"not JSON ({where})") from None
     _check_run(run, path)
     run = dict(run)
     run["_path"] = path
     return run
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+class RunRecord:
+    """The run JSON as training and ``--test`` keep it on disk (schema: docs/run-json.md).
+
+    ``header`` identifies the run (run, dataset, model, loss and its hyper-parameters, classes,
+    mAP@K, data provenance, config). With ``save=False`` (``--no_save``) nothing is written.
+    """
+
+    def __init__(self, path: Path, header: dict[str, Any], save: bool):
+        self.path, self.save = Path(path), save
+        self._data: dict[str, Any] = {"schema": JSON_SCHEMA, **header, "history": [], "best": None}
+
+    @classmethod
+    def for_test(cls, path: Path, header: dict[str, Any], save: bool) -> "RunRecord":
+        """Keep an existing JSON's training record (history, best, test, config) to add ``test``."""
+        rec = cls(path, header, save)
+        if rec.path.is_file():
+            earlier = load_run(rec.path)
+            rec._data.update({k: v for k, v in earlier.items() if k in ("history", "best", "test", "config")})
+        return rec
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return list(self._data["history"])
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        best = self._data["best"]
+        return None if best is None else dict(best)
+
+    def add_evaluation(self, entry: dict[str, Any]) -> bool:
+        """Append one evaluation (``epoch``, ``map``, ...); returns whether it is the new best.
+        Not written yet: the resumable state that commits it comes first (:mod:`hyp2.checkpointer`)."""
+        self._data["history"].append(dict(entry))
+        improved = self._data["best"] is None or entry["map"] > self._data["best"]["map"]
+        if improved:
+            self._data["best"] = {"epoch": entry["epoch"], "map": entry["map"]}
+        return improved
+
+    def set_best_digest(self, digest: str) -> None:
+        """The file digest of the best checkpoint written for the current best evaluation."""
+        self._data["best"]["digest"] = digest
+
+    def restore(self, history: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
+        """Take the history of a resumed state (authoritative over the JSON) and write it."""
+        self._data["history"], self._data["best"] = list(history), None if best is None else dict(best)
+        self.write()
+
+    def set(self, key: str, value: Any) -> None:
+        self._data[key] = value
+        self.write()
+
+    def write(self) -> None:
+        if not self.save:
+            return
+        try:
+            atomic_write_json(self.path, self._data)
+        except OSError as e:
+            raise UserError(f"cannot write results {self.path} ({e.strerror or reason(e)}); check the free space and "
+                            f"permissions of {self.path.parent} (the previous file is kept)") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from hyp2.codes import export_codes
 from hyp2.data import DataOptions, build_dataset
 from hyp2.evaluate import encode
 from hyp2.models import ModelRecipe, build_model
-from hyp2.results import JSON_SCHEMA, save_checkpoint
+from hyp2.checkpoint import save_checkpoint
+from hyp2.runfile import JSON_SCHEMA
 
 IMAGE_SIZE = 32
 

@@ -72,11 +72,11 @@ def test_loss_opt_is_parsed_checked_and_listed(capsys):
 def test_help_lists_every_registered_dataset_backbone_and_loss(capsys):
     from hyp2.data import dataset_names
     from hyp2.losses import LOSSES
-    from hyp2.models import backbone_names
+    from hyp2.models import BACKBONES
     with pytest.raises(SystemExit):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for name in dataset_names() + backbone_names() + LOSSES.names():
+    for name in dataset_names() + BACKBONES.names() + LOSSES.names():
         assert f"{name}:" in text, name
     assert "--loss_opt KEY=VALUE" in text
 
@@ -144,9 +144,16 @@ def test_compile_without_a_compiler_falls_back_with_a_warning(tmp_path):
     assert re.search(r"^map: ", proc.stdout, re.M)
 
 
-def test_flags_given_are_known_to_the_config():
-    c = parse_config(["--dataset", "demo", "--image_size", "40", "--beta", "0.5"])
-    assert {"dataset", "image_size", "beta"} <= set(c.given) and "hash_bit" not in c.given
+def test_flags_given_are_told_from_those_left_to_their_default():
+    # --test takes the checkpoint's image size unless one is given; a loss option only when given
+    test = parse_config(["--dataset", "demo", "--test"])
+    assert test.image_size is None and test.loss_options == ()
+    given = parse_config(["--dataset", "demo", "--test", "--image_size", "40", "--beta", "0.5", "--hash_bit", "0"]
+                         [:-2])
+    assert given.image_size == 40 and given.loss_options == (("beta", 0.5),)
+    assert parse_config(["--dataset", "demo"]).image_size == 32  # training: the backbone's
+    with pytest.raises(UserError, match="--hash_bit 0: must be between 1 and 256"):  # 0 is a value, not "absent"
+        parse_config(["--dataset", "demo", "--hash_bit", "0"])
     with pytest.raises(UserError, match="--backbone: unknown backbone 'vgg'"):
         parse_config(["--backbone", "vgg"])
 

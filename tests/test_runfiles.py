@@ -1,7 +1,7 @@
-"""The run's files: checkpoint validation, the run lock, owned temporary files, failed writes."""
+"""A run's files (hyp2.runfiles): the run lock, owned temporary files, the result folder, failed
+writes, several runs in one folder, and --overwrite's retirement of an earlier run."""
 import contextlib
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -12,92 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from hyp2.checkpoint import write_torch
 from hyp2.errors import UserError
-from hyp2.models import ModelRecipe
-from hyp2.results import (RunFiles, RunLock, RunRecorder, load_checkpoint, prepare_result_dir, read_json,
-                          save_checkpoint, write_torch)
+from hyp2.runfiles import RunFiles, RunLock, prepare_result_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ModelRecipe.for_training("small", 8, 32)
-LOSS = {"name": "hyp2", "hparams": {"beta": 0.5}, "state": {}}
-
-
-def good_payload() -> dict:
-    return {"format": "hyp2-checkpoint", "version": 2, "model": RECIPE.build().state_dict(),
-            "recipe": RECIPE.to_dict(), "loss": LOSS, "classes": ["a", "b"], "config": {}, "meta": {}}
-
-
-@pytest.mark.parametrize("change,fragment", [
-    ({"meta": ["a list"]}, "'meta' is list, not a dict"),
-    ({"meta": None}, "'meta' is NoneType, not a dict"),
-    ({"model": "weights"}, "'model' is str, not a dict"),
-    ({"model": {"w": "not a tensor"}}, "not a state dict of tensors"),
-    ({"recipe": {"backbone": "small"}}, "recipe's num_bits is missing"),
-    ({"recipe": {**RECIPE.to_dict(), "backbone": "nope"}}, "unknown backbone 'nope'"),
-    ({"loss": {"name": "hyp2"}}, "'loss' must hold its name, hparams and state"),
-    ({"classes": "ab"}, "'classes' must be a list of names"),
-    ({"version": 7}, "has version 7"),
-    ({"format": "other"}, "is not a hyp2 checkpoint"),
-])
-def test_hand_made_checkpoints_are_refused_in_one_line(tmp_path, change, fragment):
-    path = tmp_path / "x.ckpt"
-    torch.save({**good_payload(), **change}, path)
-    with pytest.raises(UserError, match=fragment.replace("(", r"\(").replace(")", r"\)")) as err:
-        load_checkpoint(path)
-    assert "\n" not in str(err.value)
-
-
-def test_empty_missing_and_garbage_checkpoints(tmp_path):
-    (tmp_path / "zero.ckpt").write_bytes(b"")
-    with pytest.raises(UserError, match="is empty"):
-        load_checkpoint(tmp_path / "zero.ckpt")
-    with pytest.raises(UserError, match="no checkpoint at"):
-        load_checkpoint(tmp_path / "none.ckpt")
-    (tmp_path / "dir.ckpt").mkdir()
-    with pytest.raises(UserError, match="no checkpoint at"):
-        load_checkpoint(tmp_path / "dir.ckpt")
-    (tmp_path / "junk.ckpt").write_bytes(random.Random(0).randbytes(300))  # seeded: the same bytes every run
-    with pytest.raises(UserError, match="cannot read checkpoint"):
-        load_checkpoint(tmp_path / "junk.ckpt")
-    torch.save([1, 2], tmp_path / "list.ckpt")
-    with pytest.raises(UserError, match="is not a hyp2 checkpoint"):
-        load_checkpoint(tmp_path / "list.ckpt")
-
-
-def test_altered_weights_do_not_match_the_digest(tmp_path):
-    path = tmp_path / "m.ckpt"
-    digest = save_checkpoint(path, recipe=RECIPE, model_state=RECIPE.build().state_dict(), loss=LOSS,
-                             classes=["a", "b"], config={}, meta={"epoch": 1})
-    ckpt = load_checkpoint(path)
-    assert ckpt.digest == digest == ckpt.meta["model_digest"] and ckpt.recipe == RECIPE
-    payload = torch.load(path, weights_only=True)
-    payload["model"]["hash_layer.bias"] += 1
-    torch.save(payload, path)
-    with pytest.raises(UserError, match="do not match their recorded digest"):
-        load_checkpoint(path)
-
-
-def test_version_1_checkpoints_are_read_with_their_config(tmp_path):
-    path = tmp_path / "v1.ckpt"
-    recipe = ModelRecipe.for_training("small", 8, 48)
-    torch.save({"format": "hyp2-checkpoint", "version": 1, "model": recipe.build().state_dict(),
-                "loss": {"proxies": torch.zeros(2, 8)}, "config": {"pretrained": False, "beta": 0.5, "zeta": None},
-                "meta": {"backbone": "small", "hash_bit": 8, "image_size": 48, "classes": ["a", "b"],
-                         "loss": "hyp2"}}, path)
-    ckpt = load_checkpoint(path)
-    assert ckpt.recipe == recipe and ckpt.classes == ("a", "b")
-    assert ckpt.loss["hparams"] == {"beta": 0.5} and ckpt.loss["state"]["proxies"].shape == (2, 8)
-
-
-def test_run_json_must_be_an_object(tmp_path):
-    for text, fragment in (("[]", "holds a JSON list"), ("{", "cannot read results file"), ("3", "JSON int")):
-        (tmp_path / "r.json").write_text(text)
-        with pytest.raises(UserError, match=fragment):
-            read_json(tmp_path / "r.json")
-        with pytest.raises(UserError, match=fragment):
-            RunRecorder.for_test(RunFiles(tmp_path, "r"), {}, save=False)
-
-
 def test_stale_temporary_files_of_other_runs_are_never_touched(tmp_path):
     """A run removes only the temporaries of its own file names: demo_small_4 never touches
     demo_small_48's or demo_small_48_dhn's in-flight writes."""
@@ -124,7 +43,7 @@ def test_stale_temporary_file_of_another_run_survives_a_cli_run(tmp_path):
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from hyp2.results import RunFiles, RunLock
+    from hyp2.runfiles import RunFiles, RunLock
     with RunLock(RunFiles(Path(sys.argv[1]), "demo_small_48")):
         print("holding", flush=True)
         time.sleep(60)
@@ -246,3 +165,41 @@ def test_several_runs_share_one_result_folder_at_once(tmp_path, capsys):
         assert main(["--dataset", "demo", "--subset", "60", "--result_dir", str(tmp_path), "--test", *flags]) == 0
         assert f"map: {record['best']['map']}" in capsys.readouterr().out
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def _a_run(folder: Path, run: str, tag: str) -> dict[str, bytes]:
+    """Every file a run can own, each holding ``tag``; returns name -> bytes."""
+    files = RunFiles(folder, run)
+    made = {}
+    for path in (files.checkpoint, files.last, files.json, files.log, files.yaml, files.path("_codes.npz"),
+                 files.path("_topn.png")):
+        path.write_bytes(f"{tag} {path.name}".encode())
+        made[path.name] = path.read_bytes()
+    files.tensorboard.mkdir()
+    (files.tensorboard / "events").write_bytes(tag.encode())
+    return made
+
+
+def test_retire_moves_exactly_the_runs_files_and_restore_puts_them_back(tmp_path):
+    mine = _a_run(tmp_path, "demo_small_4", "old")
+    theirs = _a_run(tmp_path, "demo_small_48", "other")  # a name that starts like ours
+    files = RunFiles(tmp_path, "demo_small_4")
+    files.lock.write_text("123\n")
+    moved = files.retire()
+    assert moved[0] == "demo_small_4_last.ckpt"  # first: a state in place is then always the fresh run's
+    assert sorted(moved) == sorted([*mine, "demo_small_4.tb"])
+    assert files.lock.exists() and not files.checkpoint.exists()
+    assert {p.name: p.read_bytes() for p in files.retired.iterdir() if p.is_file()} == mine
+    # the fresh run wrote its log before being killed: restoring puts the earlier run's back over it
+    files.log.write_text("fresh")
+    assert sorted(files.restore_retired()) == sorted(moved)
+    assert not files.retired.exists()
+    assert {name: (tmp_path / name).read_bytes() for name in mine} == mine
+    assert {name: (tmp_path / name).read_bytes() for name in theirs} == theirs
+    assert (files.tensorboard / "events").read_bytes() == b"old"
+
+
+def test_a_run_without_files_retires_nothing(tmp_path):
+    files = RunFiles(tmp_path, "demo_small_4")
+    assert files.retire() == [] and not files.retired.exists()
+    assert files.restore_retired() == []

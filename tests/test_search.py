@@ -16,7 +16,7 @@ from hyp2.errors import UserError
 from hyp2.evaluate import encode
 from hyp2.metrics import pack_codes
 from hyp2.models import ModelRecipe, build_model
-from hyp2.results import save_checkpoint
+from hyp2.checkpoint import save_checkpoint
 from hyp2.search import export_codes, load_codes, main, search
 
 ROOT = Path(__file__).resolve().parents[1]

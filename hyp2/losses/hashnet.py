@@ -97,8 +97,11 @@ class HashNetLoss(HashLoss):
         :attr:`step` by one."""
         if self.training:
             self.step += 1
-        beta = self.beta
-        code = torch.tanh(beta * h)                                     # (B, K)
+        # β from the step counter on the device (float64, as beta_at computes it): reading the
+        # counter on the host would make every training step wait for the device
+        t = torch.div(self.step, self.step_size, rounding_mode="floor") * self.step_size
+        beta = self.beta_init * (1.0 + self.gamma * t.double()) ** self.power
+        code = torch.tanh(beta.to(h.dtype) * h)                         # (B, K)
         share = shares_label(labels)                                    # (B, B) bool
         pairs = off_diagonal(len(h), h.device)
         theta = self.alpha * (code @ code.T)
