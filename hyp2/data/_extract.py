@@ -16,6 +16,9 @@ Guarantees:
   the end of a member whose bytes do not match), so a damaged archive stops the extraction.
 * Everything goes to a staging folder that is renamed into place only when every archive is
   extracted, so an interrupted or failed extraction never looks like a complete tree.
+* A tar archive cut short (a partial download used with ``--no_md5``) is refused before anything is
+  written: :mod:`tarfile` takes a file that ends at a member's header for the archive's end, so the
+  end-of-archive marker is checked; a member whose data is cut short stops the extraction.
 * A damaged archive, one that is not an archive at all, a member that cannot be written (a name
   that is both a file and a folder, a name too long for the file system, a full disk) each stop
   with one line naming the archive, the member and the reason.
@@ -102,6 +105,32 @@ def safe_members(tar: tarfile.TarFile, archive: Path, dest: Path) -> list[tarfil
     return _checked(archive, dest, tar.getmembers(), lambda m: m.name, _tar_problem)
 
 
+def _tar_end_problem(tar: tarfile.TarFile) -> str | None:
+    """Why an archive whose member list was read is cut short, or None. :mod:`tarfile` ends the list
+    quietly where the file ends at (or inside) a header, as if the archive ended there; a complete
+    archive has its end-of-archive marker, a zero block, right after the last member's data."""
+    tar.fileobj.seek(tar.offset)
+    if tar.fileobj.read(tarfile.BLOCKSIZE) != tarfile.NUL * tarfile.BLOCKSIZE:
+        return f"it stops after {len(tar.getmembers())} members, at byte {tar.offset:,}, without the end-of-archive " \
+               f"marker"
+    return None
+
+
+def complete_tar_members(tar: tarfile.TarFile, archive: Path, dest: Path) -> list[tarfile.TarInfo]:
+    """:func:`safe_members`, after checking that the archive is not cut short (a partial download under
+    ``--no_md5``): a partial archive is never extracted in part.
+
+    Raises:
+        UserError: naming the archive and where it stops, or an unsafe member.
+    """
+    members = safe_members(tar, archive, dest)
+    problem = _tar_end_problem(tar)
+    if problem:
+        raise UserError(f"cannot extract {archive}: the archive is truncated ({problem}); nothing was extracted, "
+                        f"delete it and download it again")
+    return members
+
+
 def safe_zip_members(zf: zipfile.ZipFile, archive: Path, dest: Path) -> list[zipfile.ZipInfo]:
     """All members of ``zf`` after checking that each one lands inside ``dest`` (see :func:`safe_members`)."""
     return _checked(archive, dest, zf.infolist(), lambda m: m.filename, _zip_problem)
@@ -121,7 +150,7 @@ class _Format:
     read: Callable[[Any, Any], IO[bytes] | None]
 
 
-_TAR = _Format("tar", lambda a: tarfile.open(a, "r:*"), (tarfile.TarError, EOFError), safe_members,
+_TAR = _Format("tar", lambda a: tarfile.open(a, "r:*"), (tarfile.TarError, EOFError), complete_tar_members,
                tarfile.TarInfo.isdir, lambda m: m.name, lambda m: m.size, lambda h, m: h.extractfile(m))
 # zipfile raises BadZipFile("Bad CRC-32 for file ...") at the end of a member whose bytes do not match
 _ZIP = _Format("ZIP", zipfile.ZipFile, (zipfile.BadZipFile, EOFError, NotImplementedError), safe_zip_members,
@@ -171,7 +200,7 @@ def _extract(fmt: _Format, archive: Path, dest: Path, progress: bool) -> None:
 
 
 def extract_tar(archive: Path, dest: Path, progress: bool = True) -> None:
-    """Extract ``archive`` into ``dest`` (created if needed), after :func:`safe_members` accepts it.
+    """Extract ``archive`` into ``dest`` (created if needed), after :func:`complete_tar_members` accepts it.
 
     Regular files and folders only; permissions, owners and times from the archive are ignored.
     """

@@ -10,7 +10,7 @@ Files, under ``<root>/flickr25k/``:
 
 * ``mirflickr/im1.jpg`` ... ``im25000.jpg`` -- the images (``mirflickr25k.zip``, placed by the user);
 * ``img.txt`` -- one image a line: a bare name (``im1.jpg``, looked up in ``mirflickr/``) or a path
-  relative to ``flickr25k/`` (or absolute);
+  relative to ``flickr25k/`` (or absolute), inside the data root;
 * ``targets.txt`` -- one line per ``img.txt`` line, 38 space-separated 0/1 labels;
 * ``flickr.txt`` -- the official split: a JSON list of the 24,581 ``img.txt`` line indices (0-based);
 * ``classes.txt`` (optional) -- the column names, written by ``prepare``.
@@ -51,7 +51,7 @@ from ..io import atomic_write_json, atomic_write_text
 from ..validate import check_int, is_int
 from ._download import git_blob
 from ._lists import (ImageFiles, check_labels, default_class_names, output_folder, read_class_names, read_text,
-                     require_files)
+                     require_files, require_inside)
 from ._pinned import HYP2_REPO, Found, ensure_pinned, pinned
 from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
 
@@ -139,11 +139,13 @@ def image_path(folder: Path, line: str) -> str:
     return str(folder / "mirflickr" / line)
 
 
-def read_annotation_files(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """``img.txt`` lines, the (N, C) uint8 ``targets.txt`` matrix, checked against each other, and the
-    ``targets.txt`` line number of each row."""
+def read_annotation_files(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[int]]:
+    """``img.txt`` lines, the (N, C) uint8 ``targets.txt`` matrix, checked against each other, the
+    ``targets.txt`` line number of each row, and the ``img.txt`` line number of each name."""
     img_txt, targets_txt = folder / "img.txt", folder / "targets.txt"
-    names = [line.strip() for line in read_text(img_txt, "Flickr-25k image list").splitlines() if line.strip()]
+    numbered = [(n, line.strip()) for n, line in enumerate(read_text(img_txt, "Flickr-25k image list").splitlines(), 1)
+                if line.strip()]
+    names = [name for _, name in numbered]
     rows: list[list[str]] = []
     numbers: list[int] = []
     width = None
@@ -162,7 +164,7 @@ def read_annotation_files(folder: Path) -> tuple[list[str], np.ndarray, np.ndarr
                         f"they must match line by line (rebuild both with `python -m hyp2.data.flickr prepare`)")
     if not names:
         raise UserError(f"{img_txt} lists no images")
-    return names, np.array(rows, dtype=np.uint8), np.array(numbers, dtype=np.int64)
+    return names, np.array(rows, dtype=np.uint8), np.array(numbers, dtype=np.int64), [n for n, _ in numbered]
 
 
 def validate_permutation(perm: object, n: int, source: str) -> np.ndarray:
@@ -246,7 +248,7 @@ def build_flickr(options: DataOptions, num_query: int = NUM_QUERY, num_train: in
     folder = root / FOLDER
     lists = ensure_pinned(folder, OFFICIAL_LISTS, HYP2_REPO, "Flickr-25k", download=options.download,
                           progress=progress, alternative=PREPARE_HINT.format(root=root))
-    names, labels, lines = read_annotation_files(folder)
+    names, labels, lines, name_lines = read_annotation_files(folder)
     n = len(names)
     if n <= num_query + num_train:
         raise UserError(f"{folder / 'img.txt'} lists {n} images; the protocol needs more than "
@@ -255,6 +257,7 @@ def build_flickr(options: DataOptions, num_query: int = NUM_QUERY, num_train: in
     classes = read_class_names(folder / "classes.txt", labels.shape[1])
     if classes is None:
         classes = CLASSES if labels.shape[1] == len(CLASSES) else default_class_names(labels.shape[1])
+    require_inside(names, folder, root, folder / "img.txt", name_lines)
     paths = [image_path(folder, name) for name in names]
     require_files(paths, f"Flickr-25k list {folder / 'img.txt'}", IMAGES_HINT.format(folder=folder))
     ids = [os.path.relpath(p, root) for p in paths]

@@ -279,3 +279,17 @@ def test_real_tables():
     assert [f.git_blob[:7] for f in coco.OFFICIAL] == ["2b78ffd", "e326d20", "aaabcac"]
     assert coco.ARCHIVE_SIZES == {"train2014": 13510573713, "val2014": 6645013297}
     assert len(coco.CLASSES) == 80 == len(set(coco.CLASSES)) and coco.CLASSES[0] == "person"
+
+
+def test_a_path_that_leaves_the_data_root_is_refused(prepared, tmp_path):
+    from .test_custom import inside_message
+
+    write_images(prepared / "coco")
+    write_jpeg(tmp_path / "outside.jpg", seed=5)
+    listing = prepared / "coco" / "database.txt"
+    lines = listing.read_text().splitlines()
+    lines[3] = "../../outside.jpg " + lines[3].split(" ", 1)[1]
+    listing.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError) as e:
+        build_dataset("coco", DataOptions(root=prepared, image_size=16))
+    assert str(e.value) == inside_message(listing, 4, "../../outside.jpg", prepared, prepared / "coco")

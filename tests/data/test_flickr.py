@@ -112,6 +112,22 @@ def test_img_txt_paths_and_classes_txt(tmp_path):
     assert data.query[0][0].shape == (3, 24, 24)
 
 
+def test_an_img_txt_path_that_leaves_the_data_root_is_refused(tmp_path):
+    from .test_custom import inside_message
+
+    root = tmp_path / "data"
+    lines = [f"im{k}.jpg" for k in range(1, 9)] + ["../../outside.jpg", "im10.jpg"]
+    write_jpeg(tmp_path / "outside.jpg", seed=5)  # where the entry leads: it must not be read
+    (root / "flickr25k").mkdir(parents=True)
+    make_flickr(root, img_lines=[n for n in lines if "/" not in n], num_labels=3)
+    folder = root / "flickr25k"
+    (folder / "img.txt").write_text("\n".join(lines[:4]) + "\n\n" + "\n".join(lines[4:]) + "\n")
+    (folder / "targets.txt").write_text("1 0 0\n" * len(lines))
+    with pytest.raises(UserError) as e:
+        build_flickr(opts(root), num_query=1, num_train=1, progress=False)
+    assert str(e.value) == inside_message(folder / "img.txt", 10, "../../outside.jpg", root, folder)
+
+
 def test_generic_class_names_without_classes_txt(tmp_path):
     make_flickr(tmp_path, num_labels=3)
     assert build_flickr(opts(tmp_path), num_query=2, num_train=3).classes == ("class0", "class1", "class2")

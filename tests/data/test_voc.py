@@ -355,3 +355,42 @@ def test_random_bytes_under_the_archive_name(tmp_path):
     msg = str(e.value)
     assert "VOCtrainval_11-May-2012.tar: it is not a readable tar archive" in msg and "method tar" in msg
     assert "delete it and download it again" in msg and "\n" not in msg
+
+
+# -------------------------------------------------------------- nothing is read outside the data root
+
+
+def test_an_image_id_that_leaves_the_tree_is_refused(tmp_path):
+    root = tmp_path / "data"
+    tree = write_tree(root, "2012", VOC2012)
+    # an annotation and an image outside the data root, where '../' in an id would reach them
+    (tmp_path / "outside.xml").write_bytes(annotation_xml([("dog", 0)]))
+    write_jpeg(tmp_path / "outside.jpg", seed=1)
+    listing = tree / "ImageSets" / "Main" / "train.txt"
+    listing.write_text(listing.read_text() + "\n../../../../outside\n")
+    with pytest.raises(UserError) as e:
+        build_voc(options(root, download=False), "2012", progress=False)
+    assert str(e.value) == (f"{listing} line 5: image id '../../../../outside' is not a plain name (VOC ids look like "
+                            f"000005 or 2008_000008); a path there would read files outside {tree}")
+
+
+def truncated(archive: bytes, where: str) -> bytes:
+    """``archive`` cut at the header of its last member, or right after that member's data (before the
+    end-of-archive marker), as a partial download leaves it."""
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        last = tar.getmembers()[-1]
+    end = last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    return archive[:last.offset if where == "header" else end]
+
+
+@pytest.mark.parametrize("where", ["header", "marker"])
+def test_a_truncated_archive_is_never_published(server, tmp_path, where):
+    good = make_archive(tmp_path, "2012", VOC2012)
+    server.files["/v/VOCtrainval_11-May-2012.tar"] = truncated(good, where)
+    root = tmp_path / "data"
+    with pytest.raises(UserError) as e:
+        build_voc(options(root, server.url + "/v", check_md5=False), "2012", progress=False)
+    assert str(e.value).startswith(f"cannot extract {root / 'VOCtrainval_11-May-2012.tar'}: the archive is truncated "
+                                   f"(it stops after ")
+    assert "without the end-of-archive marker); nothing was extracted" in str(e.value)
+    assert [p.name for p in root.iterdir()] == ["VOCtrainval_11-May-2012.tar"]  # no tree, no staging folder
