@@ -20,11 +20,13 @@ Guarantees:
   written: :mod:`tarfile` takes a file that ends at a member's header for the archive's end, so the
   end-of-archive marker is checked; a member whose data is cut short stops the extraction.
 * A damaged archive, one that is not an archive at all, a member that cannot be written (a name
-  that is both a file and a folder, a name too long for the file system, a full disk) each stop
-  with one line naming the archive, the member and the reason.
+  that is both a file and a folder, a name too long for the file system, a full disk), a folder
+  that cannot be written (a read-only data root) each stop with one line naming the archive, the
+  member or folder, the reason and the fix.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -39,8 +41,10 @@ from tqdm import tqdm
 
 from ..errors import UserError, reason
 from ..io import require_free_space
-from ._download import CHUNK
+from ._download import CHUNK, disk_advice
 
+#: errors that say where the archive is written, not what it holds: a full disk, a read-only folder
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 #: how much of a member's name a message quotes (a hostile name can be very long)
 _NAME_CHARS = 80
 
@@ -178,14 +182,19 @@ def _write_members(fmt: _Format, handle: Any, archive: Path, dest: Path, members
             except OSError as e:
                 # A name that is both a file and a folder, a name too long for the file system, a full
                 # disk: not a traceback, and the staging folder is removed by the caller.
+                fix = disk_advice(e, dest) if e.errno in _DISK_ERRORS else \
+                    "the archive is damaged or not the expected one, delete it and download it again"
                 raise UserError(f"cannot extract {archive}: writing member {_short(fmt.name(m))} failed "
-                                f"({e.strerror or reason(e)}); the archive is damaged or not the expected one, delete "
-                                f"it and download it again") from None
+                                f"({e.strerror or reason(e)}); {fix}") from None
             bar.update(fmt.size(m))
 
 
 def _extract(fmt: _Format, archive: Path, dest: Path, progress: bool) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot extract {archive}: cannot create {dest} ({e.strerror or reason(e)}); "
+                        f"{disk_advice(e, dest.parent)}") from None
     try:
         handle = fmt.open(archive)
     except (*fmt.errors, OSError) as e:
@@ -232,17 +241,20 @@ def extract_into_place(archives: Sequence[Path], root: Path, tree: str, progress
     root = Path(root)
     final = root / tree
     staging = root / f".extract-{PurePosixPath(tree).name}.tmp"
-    if staging.exists():
-        shutil.rmtree(staging)
+    names = ", ".join(Path(a).name for a in archives)
     try:
+        if staging.exists():
+            shutil.rmtree(staging)
         for archive in archives:
             extract_archive(Path(archive), staging, progress)
         built = staging / tree
         if not built.is_dir():
-            names = ", ".join(Path(a).name for a in archives)
             raise UserError(f"the archives {names} do not contain the folder {tree}; are they the right files?")
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(built, final)
+    except OSError as e:
+        raise UserError(f"cannot extract {names} into {final} ({e.strerror or reason(e)}); "
+                        f"{disk_advice(e, root)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final

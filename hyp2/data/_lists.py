@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from ..errors import UserError
+from ..io import write_atomic
 from .base import LabelledImages, ListLines, RetrievalData, image_transform
 
 # As the official code does: accept JPEGs whose last bytes are missing (NUS-WIDE and MIRFLICKR hold a
@@ -216,6 +217,13 @@ def require_inside(paths: Sequence[str], base: Path, root: Path, list_file: Path
         if outside(path, base, root):
             raise UserError(f"{list_file} line {int(line)}: the image path {path!r} leads outside the data root "
                             f"{root}; list paths must stay inside it (relative to {base}, no '..' that climbs out)")
+
+
+def write_list_file(path: Path, text: str, what: str) -> None:
+    """``text`` (UTF-8) into ``path`` atomically, after a free-space check; a failed write (a full disk,
+    a read-only folder) is one :class:`UserError` line naming the file, and the previous file is kept."""
+    data = text.encode("utf-8")
+    write_atomic(path, lambda f: f.write(data), what, need=len(data))
 
 
 def output_folder(out: Path, names: Sequence[str], overwrite: bool) -> Path:

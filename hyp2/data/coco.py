@@ -43,13 +43,12 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import ArgumentParser, UserError, run_command
-from ..io import atomic_write_text
 from ..validate import check_int
 from ..io import human_bytes
 from ._download import fetch
 from ._extract import extract_into_place
 from ._lists import (LISTS, ImageList, list_split, output_folder, protocol_data, read_class_names, read_image_list,
-                     read_text)
+                     read_text, write_list_file)
 from ._pinned import DEEPHASH_REPO, ensure_pinned, pinned
 from .base import DataOptions, RetrievalData, register
 
@@ -232,9 +231,9 @@ def prepare(annotations: Path, out: Path, seed: int = 0, num_query: int = NUM_QU
     query, database = np.sort(perm[:num_query]), np.sort(perm[num_query:])
     train = np.sort(perm[num_query:num_query + num_train])
     output_folder(out, ("test.txt", "database.txt", "train.txt", "classes.txt"), overwrite)
-    atomic_write_text(Path(out) / "classes.txt", "".join(f"{c}\n" for c in classes))
+    write_list_file(Path(out) / "classes.txt", "".join(f"{c}\n" for c in classes), "class-name file")
     for name, index in (("test.txt", query), ("database.txt", database), ("train.txt", train)):
-        atomic_write_text(Path(out) / name, _list_text(paths, labels, index))
+        write_list_file(Path(out) / name, _list_text(paths, labels, index), "image list")
     return {"images": int(len(keep)), "dropped": int(len(paths) - len(keep)), "classes": len(classes),
             "query": int(len(query)), "train": int(len(train)), "database": int(len(database))}
 

@@ -47,11 +47,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArgumentParser, UserError, run_command
-from ..io import atomic_write_json, atomic_write_text
 from ..validate import check_int, is_int
 from ._download import git_blob
 from ._lists import (ImageFiles, check_labels, default_class_names, output_folder, read_class_names, read_text,
-                     require_files, require_inside)
+                     require_files, require_inside, write_list_file)
 from ._pinned import HYP2_REPO, Found, ensure_pinned, pinned
 from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
 
@@ -121,9 +120,9 @@ def prepare(annotations: Path, out: Path, num_images: int = NUM_IMAGES, overwrit
             labels[int(token) - 1, col] = 1
     keep = np.flatnonzero(labels.any(axis=1))
     output_folder(out, LABEL_FILES, overwrite)
-    atomic_write_text(out / "classes.txt", "".join(p.stem + "\n" for p in files))
-    atomic_write_text(out / "targets.txt", "".join(" ".join(map(str, labels[i])) + "\n" for i in keep))
-    atomic_write_text(out / "img.txt", "".join(f"im{i + 1}.jpg\n" for i in keep))
+    write_list_file(out / "classes.txt", "".join(p.stem + "\n" for p in files), "class-name file")
+    write_list_file(out / "targets.txt", "".join(" ".join(map(str, labels[i])) + "\n" for i in keep), "label file")
+    write_list_file(out / "img.txt", "".join(f"im{i + 1}.jpg\n" for i in keep), "image list")
     return {"images": int(len(keep)), "dropped": int(num_images - len(keep)), "classes": len(files), "out": str(out)}
 
 
@@ -210,7 +209,7 @@ def seeded_permutation(folder: Path, n: int, seed: int) -> tuple[np.ndarray, Pat
     path = folder / f"split_seed{seed}.json"
     if not path.exists():
         perm = np.random.default_rng(seed).permutation(n)
-        atomic_write_json(path, [int(v) for v in perm])
+        write_list_file(path, json.dumps([int(v) for v in perm], indent=2) + "\n", "split file")
         return perm, path
     return read_permutation(path, n, f"; delete {path} to draw a new split with seed {seed}"), path
 

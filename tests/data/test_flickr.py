@@ -12,7 +12,7 @@ from hyp2.data import flickr
 from hyp2.data.flickr import build_flickr, validate_permutation
 from hyp2.errors import UserError
 
-from .conftest import serve_pinned, write_jpeg
+from .conftest import mounted, serve_pinned, write_jpeg
 
 # ------------------------------------------------------------------------------------- the split
 
@@ -95,6 +95,14 @@ def test_saved_split_that_no_longer_matches(tmp_path):
     (tmp_path / "flickr25k" / "split_seed0.json").write_text(json.dumps(list(range(20))))
     with pytest.raises(UserError, match="delete .*split_seed0.json to draw a new split"):
         build_flickr(opts(tmp_path), num_query=2, num_train=3)
+
+
+def test_a_split_that_cannot_be_saved_is_one_line(tmp_path):
+    make_flickr(tmp_path / "ro-src")
+    with mounted("ro", tmp_path / "ro") as ro:
+        with pytest.raises(UserError, match=rf"^cannot write the split file {ro / 'flickr25k' / 'split_seed0.json'} "
+                                            rf"\(.*Read-only file system.*\); check the free space and permissions"):
+            build_flickr(opts(ro), num_query=2, num_train=3)
 
 
 def test_validate_permutation_accepts_a_permutation():

@@ -21,7 +21,7 @@ from hyp2.data import voc
 from hyp2.data.voc import CLASSES, build_voc, ensure_voc, parse_annotation
 from hyp2.errors import UserError
 
-from .conftest import write_jpeg
+from .conftest import mounted, write_jpeg
 
 # id -> list of (class, difficult); expected labels are the set of classes, difficult included.
 VOC2007 = {
@@ -394,3 +394,40 @@ def test_a_truncated_archive_is_never_published(server, tmp_path, where):
                                    f"(it stops after ")
     assert "without the end-of-archive marker); nothing was extracted" in str(e.value)
     assert [p.name for p in root.iterdir()] == ["VOCtrainval_11-May-2012.tar"]  # no tree, no staging folder
+
+
+# ------------------------------------------------------------------------- full disk, read-only root
+
+
+def test_a_read_only_data_root_is_one_line(voc2007_server, tmp_path):
+    srv, url, md5s = voc2007_server
+    src = tmp_path / "ro-src"
+    src.mkdir()
+    with mounted("ro", tmp_path / "ro") as ro:
+        with pytest.raises(UserError) as e:  # the download
+            build_voc(options(ro, url), "2007", md5s=md5s, progress=False)
+        part = ro / "VOCtrainval_06-Nov-2007.tar.part"
+        assert str(e.value) == (f"cannot write the download {part} (Read-only file system); {ro} is not writable: "
+                                f"make it writable, or pass another --data_root")
+    for name in md5s:  # the archives placed by hand, the root read-only: the extraction
+        (src / name).write_bytes(srv.files[f"/voc/{name}"])
+    with mounted("ro", tmp_path / "ro2") as ro:
+        with pytest.raises(UserError) as e:
+            build_voc(options(ro, url), "2007", md5s=md5s, progress=False)
+        staging = ro / ".extract-VOC2007.tmp"
+        assert str(e.value) == (f"cannot extract {ro / 'VOCtrainval_06-Nov-2007.tar'}: cannot create {staging} "
+                                f"(Read-only file system); {ro} is not writable: make it writable, or pass another "
+                                f"--data_root")
+
+
+def test_a_full_disk_during_extraction_is_not_blamed_on_the_archive(voc2007_server, tmp_path, monkeypatch):
+    srv, url, md5s = voc2007_server
+    with mounted("full", tmp_path / "full", size="96k") as disk:
+        for name in md5s:  # two archives of about 30 KiB; the extracted files need more than is left
+            (disk / name).write_bytes(srv.files[f"/voc/{name}"])
+        monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 0, 10**12))
+        with pytest.raises(UserError) as e:
+            build_voc(options(disk, url), "2007", md5s=md5s, progress=False)
+        msg = str(e.value)
+        assert "writing member" in msg and "(No space left on device); free some space in" in msg
+        assert "damaged" not in msg and sorted(p.name for p in disk.iterdir()) == sorted(md5s)
