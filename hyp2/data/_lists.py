@@ -52,6 +52,8 @@ def read_text(path: Path, what: str) -> str:
         raise UserError(f"{what} {path} is a folder, not a file; it must be a text file")
     try:
         return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"cannot read {what} {path}: it does not exist") from None
     except UnicodeDecodeError as e:
         raise UserError(f"cannot read {what} {path}: it is not UTF-8 text (byte {e.start} is "
                         f"{e.object[e.start:e.start + 1]!r}); save it as UTF-8") from None
@@ -217,6 +219,16 @@ def require_inside(paths: Sequence[str], base: Path, root: Path, list_file: Path
         if outside(path, base, root):
             raise UserError(f"{list_file} line {int(line)}: the image path {path!r} leads outside the data root "
                             f"{root}; list paths must stay inside it (relative to {base}, no '..' that climbs out)")
+
+
+def require_folder(path: Path, flag: str, hint: str, *, may_be_missing: bool = False) -> Path:
+    """``path`` when it is a folder (or, with ``may_be_missing``, does not exist yet); otherwise one
+    :class:`UserError` line saying it does not exist or is a file, with ``hint`` (what to pass instead)."""
+    path = Path(path)
+    if path.is_dir() or (may_be_missing and not path.exists()):
+        return path
+    what = "does not exist" if not path.exists() else "is a file, not a folder"
+    raise UserError(f"{flag} {path} {what}; {hint}")
 
 
 def write_list_file(path: Path, text: str, what: str) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from ..errors import ArgumentParser, UserError, run_command
 from ..io import human_bytes
 from ._cache import CACHE_DIR, folder_lock, read_header, try_lock
+from ._lists import require_folder
 from .base import DataOptions
 
 # {dataset}_{split}_{image size}_{16 hex digits}; a dataset name may hold "_", a split name does not
@@ -120,12 +121,7 @@ def cache_folder(root: Path) -> Path | None:
     Raises:
         UserError: ``root`` does not exist or is a file.
     """
-    root = Path(root)
-    if not root.exists():
-        raise UserError(f"--data_root {root} does not exist; pass the data root your runs used")
-    if not root.is_dir():
-        raise UserError(f"--data_root {root} is a file, not a folder; pass the data root your runs used")
-    directory = root / CACHE_DIR
+    directory = require_folder(root, "--data_root", "pass the data root your runs used") / CACHE_DIR
     return directory if directory.is_dir() else None
 
 

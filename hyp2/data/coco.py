@@ -34,7 +34,6 @@ annotations give it.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -44,11 +43,11 @@ import numpy as np
 
 from ..errors import ArgumentParser, UserError, run_command
 from ..validate import check_int
-from ..io import human_bytes
+from ..io import human_bytes, parse_json
 from ._download import fetch
 from ._extract import extract_into_place
 from ._lists import (LISTS, ImageList, list_split, output_folder, protocol_data, read_class_names, read_image_list,
-                     read_text, write_list_file)
+                     read_text, require_folder, write_list_file)
 from ._pinned import DEEPHASH_REPO, ensure_pinned, pinned
 from .base import DataOptions, RetrievalData, register
 
@@ -155,7 +154,7 @@ def _load_json(path: Path) -> dict:
         raise UserError(f"{path} does not exist; unpack annotations_trainval2014.zip (cocodataset.org) and pass "
                         f"its annotations folder with --annotations")
     try:
-        data = json.loads(read_text(path, "COCO annotation file"))
+        data = parse_json(read_text(path, "COCO annotation file"))
     except ValueError as e:
         raise UserError(f"cannot read COCO annotation file {path}: {e}") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations",
@@ -173,6 +172,8 @@ def read_annotations(annotations: Path) -> tuple[list[str], np.ndarray, tuple[st
         UserError: a missing or malformed file, the two files disagreeing on the categories, or an
             annotation naming an unknown image or category.
     """
+    require_folder(annotations, "annotation folder", "unpack annotations_trainval2014.zip (cocodataset.org) and pass "
+                                                     "its annotations folder with --annotations")
     paths: list[str] = []
     blocks: list[np.ndarray] = []
     categories = None
@@ -291,6 +292,11 @@ def _prepare_command(args, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     def body():
         args = build_parser().parse_args(argv)
+        if args.out is None:
+            require_folder(args.data_root, "--data_root", "pass the folder that holds (or is to hold) coco",
+                           may_be_missing=args.command == "prepare")
+        else:
+            require_folder(args.out, "--out", "pass the folder of the lists", may_be_missing=args.command == "prepare")
         out = args.out if args.out is not None else args.data_root / FOLDER
         if args.command == "prepare":
             _prepare_command(args, out)

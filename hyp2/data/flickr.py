@@ -47,16 +47,19 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArgumentParser, UserError, run_command
+from ..io import parse_json
 from ..validate import check_int, is_int
 from ._download import git_blob
 from ._lists import (ImageFiles, check_labels, default_class_names, output_folder, read_class_names, read_text,
-                     require_files, require_inside, write_list_file)
+                     require_files, require_folder, require_inside, write_list_file)
 from ._pinned import HYP2_REPO, Found, ensure_pinned, pinned
 from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
 
 FOLDER = "flickr25k"
 NUM_QUERY, NUM_TRAIN, TOPK = 1000, 4000, 1000
 NUM_IMAGES = 25000
+#: the largest --num_images prepare accepts: its label matrix takes num_images x 38 bytes (380 MB here)
+MAX_IMAGES = 10_000_000
 # The 38 annotation files of mirflickr25k_annotations_v080 in alphabetical order of their names,
 # i.e. the label columns of targets.txt (the official targets.txt has the same order).
 CLASSES = ("animals", "baby", "baby_r1", "bird", "bird_r1", "car", "car_r1", "clouds", "clouds_r1", "dog",
@@ -77,9 +80,8 @@ IMAGES_HINT = ("; the images come from mirflickr25k.zip (press.liacs.nl/mirflick
 
 
 def _annotation_files(annotations: Path) -> list[Path]:
-    if not annotations.is_dir():
-        raise UserError(f"annotation folder {annotations} does not exist; unpack mirflickr25k_annotations_v080.zip "
-                        f"and pass its folder with --annotations")
+    require_folder(annotations, "annotation folder", "unpack mirflickr25k_annotations_v080.zip and pass its folder "
+                                                     "with --annotations")
     # Plain code-point order of the file names: "baby.txt" < "baby_r1.txt" because "." < "_".
     files = sorted((p for p in annotations.iterdir() if p.is_file() and p.suffix == ".txt"
                     and p.name.lower() != "readme.txt"), key=lambda p: p.name)
@@ -96,7 +98,7 @@ def prepare(annotations: Path, out: Path, num_images: int = NUM_IMAGES, overwrit
         annotations: folder with one ``<concept>.txt`` per label, each listing image numbers
             (1..``num_images``) one a line; ``README.txt`` is ignored.
         out: destination folder (created); each file is written atomically.
-        num_images: the collection size (>= 1); numbers outside 1..num_images are errors.
+        num_images: the collection size (1..:data:`MAX_IMAGES`); numbers outside 1..num_images are errors.
         overwrite: replace those files when ``out`` already holds them (otherwise a UserError).
 
     Returns:
@@ -107,6 +109,7 @@ def prepare(annotations: Path, out: Path, num_images: int = NUM_IMAGES, overwrit
             is not an image number in range, ``out`` a file or already holding the files.
     """
     num_images = check_int("flickr prepare", "num_images", num_images, minimum=1)
+    check_int("flickr prepare", "num_images", num_images, maximum=MAX_IMAGES)
     annotations, out = Path(annotations), Path(out)
     files = _annotation_files(annotations)
     labels = np.zeros((num_images, len(files)), np.uint8)
@@ -193,7 +196,7 @@ def read_permutation(path: Path, n: int, hint: str = "") -> np.ndarray:
     """The permutation held by the split file ``path`` (see :func:`validate_permutation`); ``hint`` is
     appended to error messages."""
     try:
-        perm = json.loads(read_text(path, "split file"))
+        perm = parse_json(read_text(path, "split file"))
     except ValueError as e:
         raise UserError(f"cannot read split file {path}: {e}{hint}") from None
     except UserError as e:
@@ -219,6 +222,8 @@ def choose_split(folder: Path, n: int, options: DataOptions, lists: Found, progr
     img_txt = folder / "img.txt"
     if options.split_file is not None:
         path = Path(options.split_file)
+        if path.is_dir():
+            raise UserError(f"--split_file {path} is a folder, not a file; pass the JSON file holding the split")
         if not path.is_file():
             raise UserError(f"split file {path} does not exist (--split_file)")
         note = f"--split_file {path} (git blob {git_blob(path)[:10]}), indices into {img_txt}"
@@ -303,6 +308,12 @@ def build_parser() -> ArgumentParser:
 def _prepare_command(args) -> None:
     if args.num_images < 1:
         raise UserError(f"--num_images {args.num_images}: must be at least 1 (MIRFLICKR-25K has {NUM_IMAGES})")
+    if args.num_images > MAX_IMAGES:
+        raise UserError(f"--num_images {args.num_images}: must be at most {MAX_IMAGES:,} (MIRFLICKR-25K has "
+                        f"{NUM_IMAGES:,}); give the number of images of the collection the annotations describe")
+    if args.out is None:
+        require_folder(args.data_root, "--data_root", "pass the folder that holds (or is to hold) flickr25k",
+                       may_be_missing=True)
     out = args.out if args.out is not None else args.data_root / FOLDER
     was_official = (out / "img.txt").is_file() and git_blob(out / "img.txt") == OFFICIAL_LISTS[0].git_blob
     counts = prepare(args.annotations, out, args.num_images, overwrite=args.overwrite)

@@ -114,6 +114,17 @@ def test_damaged_cache_is_rebuilt(tmp_path):
     assert torch.equal(rebuilt.query[1][0], lazy.query[1][0])
 
 
+def test_a_header_nested_too_deeply_is_a_damaged_cache(tmp_path):
+    root = _root(tmp_path)
+    opts = DataOptions(root=root, image_size=SIZE, cache=True)
+    data = load_dataset("custom", opts, progress=False)
+    header = Path(data.query.load.path).with_suffix(".json")
+    good = header.read_text()
+    header.write_text("[" * 100_000 + "]" * 100_000)
+    load_dataset("custom", opts, progress=False)  # rebuilt, not a RecursionError
+    assert header.read_text() == good
+
+
 def test_splits_with_the_same_images_share_one_file(tmp_path):
     root = _root(tmp_path)
     lazy = build_custom(DataOptions(root=root, image_size=SIZE))

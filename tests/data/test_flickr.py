@@ -90,6 +90,17 @@ def test_split_file_missing_or_not_json(tmp_path):
         build_flickr(opts(tmp_path, split_file=tmp_path / "bad.json"), num_query=2, num_train=3)
 
 
+def test_split_file_that_is_a_folder_or_nested_too_deeply(tmp_path):
+    make_flickr(tmp_path)
+    with pytest.raises(UserError) as e:
+        build_flickr(opts(tmp_path, split_file=tmp_path), num_query=2, num_train=3)
+    assert str(e.value) == f"--split_file {tmp_path} is a folder, not a file; pass the JSON file holding the split"
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(UserError) as e:
+        build_flickr(opts(tmp_path, split_file=tmp_path / "deep.json"), num_query=2, num_train=3)
+    assert str(e.value) == f"cannot read split file {tmp_path / 'deep.json'}: JSON nested too deeply to be a hyp2 file"
+
+
 def test_saved_split_that_no_longer_matches(tmp_path):
     make_flickr(tmp_path)
     (tmp_path / "flickr25k" / "split_seed0.json").write_text(json.dumps(list(range(20))))
