@@ -12,8 +12,8 @@ transforms (flip, normalisation) apply unchanged and their resize becomes a no-o
 The resize is the one :func:`hyp2.data.base.image_transform` does (PIL bilinear with antialiasing),
 so cached and lazily decoded images give identical tensors.
 
-What is never lost, and what is never left behind (``fcntl.flock`` locks, which the operating system
-releases when a process ends, however it ends):
+What is never lost, and what is never left behind (``fcntl.flock`` locks, :mod:`hyp2.data._locks`,
+which the operating system releases when a process ends, however it ends):
 
 * a cache is never deleted by a run: caches of other lists stay until a user removes them with
   ``python -m hyp2.data.cache prune`` (:mod:`hyp2.data.cache`), which never removes one in use;
@@ -38,7 +38,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -46,13 +46,9 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..io import atomic_path, human_bytes, parse_json, require_free_space, write_atomic
+from ._locks import CacheLock, folder_lock, lock_fd, try_lock
 from ._pinned import _say
 from .base import DataOptions, LabelledImages, RetrievalData
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no locks
-    fcntl = None
 
 CACHE_VERSION = 1
 CACHE_DIR = ".cache"
@@ -71,72 +67,6 @@ def resize_like_transform(img: Image.Image, size: int) -> Image.Image:
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
     return img
-
-
-# ---------------------------------------------------------------------------------------- locks
-
-
-def _flock(fd: int, exclusive: bool, wait: bool) -> bool | None:
-    """Lock ``fd``: True when locked, False when ``wait`` is off and another process holds a
-    conflicting lock, None when there are no file locks here (Windows, some network file systems)."""
-    if fcntl is None:  # pragma: no cover - Windows
-        return None
-    op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
-    try:
-        fcntl.flock(fd, op)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return None
-    return True
-
-
-def try_lock(path: Path, exclusive: bool) -> int | None:
-    """A descriptor of ``path`` holding a lock taken without waiting -- shared (a process using the
-    file) or exclusive (to delete it) --, or ``None`` when another process holds a conflicting one.
-    Where there are no file locks, a shared lock is let through and an exclusive one never given
-    (nothing whose use cannot be checked is deleted).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-    """
-    fd = os.open(path, os.O_RDONLY)
-    got = _flock(fd, exclusive, wait=False)
-    if got or (got is None and not exclusive):
-        return fd
-    os.close(fd)
-    return None
-
-
-@contextlib.contextmanager
-def folder_lock(directory: Path) -> Iterator[None]:
-    """The cache folder's own lock, exclusive, held for a moment's bookkeeping only (a lock on the
-    folder itself, so it adds no file)."""
-    if fcntl is None:  # pragma: no cover - Windows
-        yield
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        _flock(fd, exclusive=True, wait=True)
-        yield
-    finally:
-        os.close(fd)
-
-
-class CacheLock:
-    """A lock on a cache's data file, held while this object lives (or until :meth:`release`): the
-    shared lock of a process using the cache, which ``prune`` respects."""
-
-    def __init__(self, fd: int):
-        self.fd: int | None = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def __del__(self) -> None:
-        self.release()
 
 
 class MemmapImages:
@@ -304,7 +234,7 @@ class _Build:
             self.abandon()
             raise
         self._stack.callback(os.close, self.fd)
-        _flock(self.fd, exclusive=True, wait=True)  # a new file: nobody else holds it
+        lock_fd(self.fd, exclusive=True, wait=True)  # a new file: nobody else holds it
 
     def abandon(self) -> None:
         """Remove the temporary file (the build failed or was interrupted)."""
@@ -317,7 +247,7 @@ class _Build:
             with folder_lock(self.data.parent):
                 self._stack.close()  # fsync, rename (hyp2.io.atomic_path), then close our first descriptor
                 write_atomic(self.header, lambda f: f.write(_json_bytes(expected)), "cache header")
-                _flock(fd, exclusive=False, wait=True)
+                lock_fd(fd, exclusive=False, wait=True)
         except BaseException:
             os.close(fd)
             raise
@@ -347,7 +277,7 @@ def _wait_for(paths: list[Path], data: Path) -> None:
         except FileNotFoundError:  # published or abandoned meanwhile
             continue
         try:
-            if _flock(fd, exclusive=False, wait=True) is None:
+            if lock_fd(fd, exclusive=False, wait=True) is None:
                 raise UserError(f"--cache: cannot tell whether another process is still building {data}: the file "
                                 f"system of {data.parent} has no file locks; if no other run is building it, delete "
                                 f"{path}")

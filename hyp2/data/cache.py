@@ -27,7 +27,8 @@ from pathlib import Path
 
 from ..errors import ArgumentParser, UserError, run_command
 from ..io import human_bytes
-from ._cache import CACHE_DIR, folder_lock, read_header, try_lock
+from ._cache import CACHE_DIR, read_header
+from ._locks import folder_lock, try_lock
 from ._lists import require_folder
 from .base import DataOptions
 

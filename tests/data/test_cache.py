@@ -23,6 +23,7 @@ from hyp2.data import DataOptions, LabelledImages, RetrievalData, image_transfor
 from hyp2.data import _cache
 from hyp2.data._cache import MemmapImages, cache_paths, ids_hash, maybe_cache
 from hyp2.data._lists import ImageFiles
+from hyp2.data._locks import try_lock
 from hyp2.data.custom import build_custom
 from hyp2.errors import UserError
 
@@ -300,12 +301,12 @@ def test_a_process_using_a_cache_holds_its_lock(tmp_path):
     root = _root(tmp_path)
     data = load_dataset("custom", DataOptions(root=root, image_size=SIZE, cache=True), progress=False)
     path = Path(data.train.load.path)
-    assert _cache.try_lock(path, exclusive=True) is None  # what prune sees: in use
+    assert try_lock(path, exclusive=True) is None  # what prune sees: in use
     clone = pickle.loads(pickle.dumps(data.train.load))  # a worker's copy does not carry the lock
     assert clone._lock is None and np.array_equal(np.asarray(clone(0)), np.asarray(data.train.load(0)))
     del data, clone
     gc.collect()
-    fd = _cache.try_lock(path, exclusive=True)
+    fd = try_lock(path, exclusive=True)
     assert fd is not None
     os.close(fd)
 
