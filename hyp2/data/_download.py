@@ -12,6 +12,10 @@ Guarantees:
   is left behind. An interrupted transfer keeps its ``.part`` and resumes with an HTTP ``Range``
   request (within the same call, up to ``attempts`` times, and on the next run); a server that
   answers ``200`` instead of ``206`` makes it start over.
+* Space: when the size is known (an expected ``size``, or the server's ``Content-Length``) the free
+  space is checked before anything is written; a write that fails anyway (a full disk, a
+  read-only folder) stops with one line naming the file, the reason and the fix, and keeps what
+  was downloaded for the next run.
 * Digests (:func:`file_digests`): ``md5``, ``sha256``, ``size`` and ``git_blob`` -- the id git
   gives a file's content, SHA-1 of ``b"blob <size>\\0" + content``, which a repository shows for
   every file and so lets us verify a file whose other hashes nobody published.
@@ -21,6 +25,7 @@ Archives are extracted by :mod:`hyp2.data._extract`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import os
@@ -33,7 +38,8 @@ from typing import Mapping
 
 from tqdm import tqdm
 
-from ..errors import UserError
+from ..errors import UserError, reason
+from ..io import require_free_space
 
 CHUNK = 1 << 20
 USER_AGENT = "hyp2-dataset-downloader/1 (+urllib)"
@@ -121,8 +127,10 @@ def fetch(url: str, dest: str | os.PathLike, md5: str | None = None, *, digests:
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(dest.parent)
     part = dest.with_name(dest.name + ".part")
+    if digests and "size" in digests:  # known before asking: check now, whatever the server will say
+        _require_space(part, int(digests["size"]) - (part.stat().st_size if part.exists() else 0), url)
     last: _Interrupted | None = None
     for _ in range(attempts):
         try:
@@ -144,10 +152,46 @@ def fetch(url: str, dest: str | os.PathLike, md5: str | None = None, *, digests:
         name = {"md5": "MD5", "sha256": "SHA-256", "git_blob": "git blob id", "size": "size"}[kind]
         raise UserError(f"{name} mismatch for {dest.name} downloaded from {url}: {detail}; the file was deleted, "
                         f"run again to download it anew{hint}")
-    with open(part, "rb+") as f:  # make the data durable before the name says "complete"
-        os.fsync(f.fileno())
-    os.replace(part, dest)
+    try:
+        with open(part, "rb+") as f:  # make the data durable before the name says "complete"
+            os.fsync(f.fileno())
+        os.replace(part, dest)
+    except OSError as e:
+        raise write_failure(part, e) from None
     return dest
+
+
+def disk_advice(e: OSError, folder: Path) -> str:
+    """How to fix a failed write into ``folder``, from its ``errno``."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"free some space in {folder}, or pass another --data_root"
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{folder} is not writable: make it writable, or pass another --data_root"
+    return f"check the free space and permissions of {folder}"
+
+
+def write_failure(part: Path, e: OSError) -> UserError:
+    """One line for a download that could not be written: the file, the reason, the fix, and what is kept."""
+    kept = part.stat().st_size if part.is_file() else 0
+    resume = f"; the {kept:,} bytes downloaded are kept in {part} and the next run resumes from there" if kept else ""
+    return UserError(f"cannot write the download {part} ({e.strerror or reason(e)}); "
+                     f"{disk_advice(e, part.parent)}{resume}")
+
+
+def _make_folder(folder: Path) -> None:
+    if folder.is_dir():
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the folder {folder} for a download ({e.strerror or reason(e)}); "
+                        f"{disk_advice(e, folder.parent)}") from None
+
+
+def _require_space(part: Path, nbytes: int, url: str) -> None:
+    require_free_space(part.parent, nbytes, f"not enough space to download {url}: it needs {{need}} more in "
+                                            f"{part.parent}, {{free}} are free; free some space there, or pass "
+                                            f"another --data_root")
 
 
 def _transfer(url: str, part: Path, timeout: float, hint: str, progress: bool, desc: str) -> None:
@@ -185,21 +229,37 @@ def _transfer(url: str, part: Path, timeout: float, hint: str, progress: bool, d
             offset = 0  # a 200 to a Range request: the whole file follows, start over
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
-        received = 0
-        with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                                         desc=desc, disable=not progress, leave=False) as bar:
-            while True:
-                try:
-                    block = response.read(CHUNK)
-                except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as e:
-                    raise _Interrupted(f"{type(e).__name__} after {offset + received} bytes") from None
-                if not block:
-                    break
-                f.write(block)
-                received += len(block)
-                bar.update(len(block))
+        if total is not None:
+            _require_space(part, total - offset, url)  # offset: the bytes kept when resuming, else 0
+        try:
+            received = _receive(response, part, mode, offset, total, progress, desc)
+        except OSError as e:
+            raise write_failure(part, e) from None
         if total is not None and offset + received < total:
             raise _Interrupted(f"connection closed after {offset + received} of {total} bytes")
+
+
+def _receive(response, part: Path, mode: str, offset: int, total: int | None, progress: bool, desc: str) -> int:
+    """Append (``mode`` "ab") or write the response's body to ``part``; the bytes received.
+
+    Raises:
+        _Interrupted: the transfer stopped midway.
+        OSError: ``part`` cannot be written (a full disk, a read-only file system).
+    """
+    received = 0
+    with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                                     desc=desc, disable=not progress, leave=False) as bar:
+        while True:
+            try:
+                block = response.read(CHUNK)
+            except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as e:
+                raise _Interrupted(f"{type(e).__name__} after {offset + received} bytes") from None
+            if not block:
+                break
+            f.write(block)
+            received += len(block)
+            bar.update(len(block))
+    return received
 
 
 def _content_range_start(value: str | None) -> int | None:

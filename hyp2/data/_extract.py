@@ -16,12 +16,17 @@ Guarantees:
   the end of a member whose bytes do not match), so a damaged archive stops the extraction.
 * Everything goes to a staging folder that is renamed into place only when every archive is
   extracted, so an interrupted or failed extraction never looks like a complete tree.
+* A tar archive cut short (a partial download used with ``--no_md5``) is refused before anything is
+  written: :mod:`tarfile` takes a file that ends at a member's header for the archive's end, so the
+  end-of-archive marker is checked; a member whose data is cut short stops the extraction.
 * A damaged archive, one that is not an archive at all, a member that cannot be written (a name
-  that is both a file and a folder, a name too long for the file system, a full disk) each stop
-  with one line naming the archive, the member and the reason.
+  that is both a file and a folder, a name too long for the file system, a full disk), a folder
+  that cannot be written (a read-only data root) each stop with one line naming the archive, the
+  member or folder, the reason and the fix.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -36,8 +41,10 @@ from tqdm import tqdm
 
 from ..errors import UserError, reason
 from ..io import require_free_space
-from ._download import CHUNK
+from ._download import CHUNK, disk_advice
 
+#: errors that say where the archive is written, not what it holds: a full disk, a read-only folder
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 #: how much of a member's name a message quotes (a hostile name can be very long)
 _NAME_CHARS = 80
 
@@ -102,6 +109,32 @@ def safe_members(tar: tarfile.TarFile, archive: Path, dest: Path) -> list[tarfil
     return _checked(archive, dest, tar.getmembers(), lambda m: m.name, _tar_problem)
 
 
+def _tar_end_problem(tar: tarfile.TarFile) -> str | None:
+    """Why an archive whose member list was read is cut short, or None. :mod:`tarfile` ends the list
+    quietly where the file ends at (or inside) a header, as if the archive ended there; a complete
+    archive has its end-of-archive marker, a zero block, right after the last member's data."""
+    tar.fileobj.seek(tar.offset)
+    if tar.fileobj.read(tarfile.BLOCKSIZE) != tarfile.NUL * tarfile.BLOCKSIZE:
+        return f"it stops after {len(tar.getmembers())} members, at byte {tar.offset:,}, without the end-of-archive " \
+               f"marker"
+    return None
+
+
+def complete_tar_members(tar: tarfile.TarFile, archive: Path, dest: Path) -> list[tarfile.TarInfo]:
+    """:func:`safe_members`, after checking that the archive is not cut short (a partial download under
+    ``--no_md5``): a partial archive is never extracted in part.
+
+    Raises:
+        UserError: naming the archive and where it stops, or an unsafe member.
+    """
+    members = safe_members(tar, archive, dest)
+    problem = _tar_end_problem(tar)
+    if problem:
+        raise UserError(f"cannot extract {archive}: the archive is truncated ({problem}); nothing was extracted, "
+                        f"delete it and download it again")
+    return members
+
+
 def safe_zip_members(zf: zipfile.ZipFile, archive: Path, dest: Path) -> list[zipfile.ZipInfo]:
     """All members of ``zf`` after checking that each one lands inside ``dest`` (see :func:`safe_members`)."""
     return _checked(archive, dest, zf.infolist(), lambda m: m.filename, _zip_problem)
@@ -121,7 +154,7 @@ class _Format:
     read: Callable[[Any, Any], IO[bytes] | None]
 
 
-_TAR = _Format("tar", lambda a: tarfile.open(a, "r:*"), (tarfile.TarError, EOFError), safe_members,
+_TAR = _Format("tar", lambda a: tarfile.open(a, "r:*"), (tarfile.TarError, EOFError), complete_tar_members,
                tarfile.TarInfo.isdir, lambda m: m.name, lambda m: m.size, lambda h, m: h.extractfile(m))
 # zipfile raises BadZipFile("Bad CRC-32 for file ...") at the end of a member whose bytes do not match
 _ZIP = _Format("ZIP", zipfile.ZipFile, (zipfile.BadZipFile, EOFError, NotImplementedError), safe_zip_members,
@@ -149,14 +182,19 @@ def _write_members(fmt: _Format, handle: Any, archive: Path, dest: Path, members
             except OSError as e:
                 # A name that is both a file and a folder, a name too long for the file system, a full
                 # disk: not a traceback, and the staging folder is removed by the caller.
+                fix = disk_advice(e, dest) if e.errno in _DISK_ERRORS else \
+                    "the archive is damaged or not the expected one, delete it and download it again"
                 raise UserError(f"cannot extract {archive}: writing member {_short(fmt.name(m))} failed "
-                                f"({e.strerror or reason(e)}); the archive is damaged or not the expected one, delete "
-                                f"it and download it again") from None
+                                f"({e.strerror or reason(e)}); {fix}") from None
             bar.update(fmt.size(m))
 
 
 def _extract(fmt: _Format, archive: Path, dest: Path, progress: bool) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot extract {archive}: cannot create {dest} ({e.strerror or reason(e)}); "
+                        f"{disk_advice(e, dest.parent)}") from None
     try:
         handle = fmt.open(archive)
     except (*fmt.errors, OSError) as e:
@@ -171,7 +209,7 @@ def _extract(fmt: _Format, archive: Path, dest: Path, progress: bool) -> None:
 
 
 def extract_tar(archive: Path, dest: Path, progress: bool = True) -> None:
-    """Extract ``archive`` into ``dest`` (created if needed), after :func:`safe_members` accepts it.
+    """Extract ``archive`` into ``dest`` (created if needed), after :func:`complete_tar_members` accepts it.
 
     Regular files and folders only; permissions, owners and times from the archive are ignored.
     """
@@ -203,17 +241,20 @@ def extract_into_place(archives: Sequence[Path], root: Path, tree: str, progress
     root = Path(root)
     final = root / tree
     staging = root / f".extract-{PurePosixPath(tree).name}.tmp"
-    if staging.exists():
-        shutil.rmtree(staging)
+    names = ", ".join(Path(a).name for a in archives)
     try:
+        if staging.exists():
+            shutil.rmtree(staging)
         for archive in archives:
             extract_archive(Path(archive), staging, progress)
         built = staging / tree
         if not built.is_dir():
-            names = ", ".join(Path(a).name for a in archives)
             raise UserError(f"the archives {names} do not contain the folder {tree}; are they the right files?")
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(built, final)
+    except OSError as e:
+        raise UserError(f"cannot extract {names} into {final} ({e.strerror or reason(e)}); "
+                        f"{disk_advice(e, root)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final

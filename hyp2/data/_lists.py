@@ -9,8 +9,9 @@ one image a line, a path relative to the dataset folder followed by C space-sepa
 
 Paths may not contain whitespace (the format has no quoting); a line whose path seems to hold a
 space says so. Blank lines are ignored, and so is a UTF-8 byte-order mark at the start of a file
-(editors on Windows write one). Every parsing problem stops with the file, the line number and
-the reason.
+(editors on Windows write one). A path must stay inside the data root (:func:`require_inside`): a
+list never makes a run read files elsewhere. Every parsing problem stops with the file, the line
+number and the reason.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from ..errors import UserError
+from ..io import write_atomic
 from .base import LabelledImages, ListLines, RetrievalData, image_transform
 
 # As the official code does: accept JPEGs whose last bytes are missing (NUS-WIDE and MIRFLICKR hold a
@@ -50,6 +52,8 @@ def read_text(path: Path, what: str) -> str:
         raise UserError(f"{what} {path} is a folder, not a file; it must be a text file")
     try:
         return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"cannot read {what} {path}: it does not exist") from None
     except UnicodeDecodeError as e:
         raise UserError(f"cannot read {what} {path}: it is not UTF-8 text (byte {e.start} is "
                         f"{e.object[e.start:e.start + 1]!r}); save it as UTF-8") from None
@@ -195,6 +199,45 @@ def require_files(paths: Sequence[str], what: str, hint: str = "") -> None:
             raise UserError(f"{what}: image {p} does not exist{hint}")
 
 
+def outside(path: str, base: Path, root: Path) -> bool:
+    """Whether the list entry ``path`` (relative to ``base``, or absolute) names a file outside ``root``.
+
+    Judged on the names (``..`` climbing out, an absolute path elsewhere), not on where links lead: a
+    link a user placed inside the root (an image folder on another disk) is theirs to place.
+    """
+    top = os.path.abspath(root)
+    return os.path.commonpath([os.path.abspath(os.path.join(base, path)), top]) != top
+
+
+def require_inside(paths: Sequence[str], base: Path, root: Path, list_file: Path, lines: Sequence[int]) -> None:
+    """Stop at the first list entry that leads outside the data root (see :func:`outside`), naming the
+    list file and its line: a list never makes a run read files elsewhere."""
+    base_inside = not outside(".", base, root)
+    for path, line in zip(paths, lines):
+        if base_inside and ".." not in path and not os.path.isabs(path):
+            continue  # the common case, decided without touching the path (lists have 200,000 lines)
+        if outside(path, base, root):
+            raise UserError(f"{list_file} line {int(line)}: the image path {path!r} leads outside the data root "
+                            f"{root}; list paths must stay inside it (relative to {base}, no '..' that climbs out)")
+
+
+def require_folder(path: Path, flag: str, hint: str, *, may_be_missing: bool = False) -> Path:
+    """``path`` when it is a folder (or, with ``may_be_missing``, does not exist yet); otherwise one
+    :class:`UserError` line saying it does not exist or is a file, with ``hint`` (what to pass instead)."""
+    path = Path(path)
+    if path.is_dir() or (may_be_missing and not path.exists()):
+        return path
+    what = "does not exist" if not path.exists() else "is a file, not a folder"
+    raise UserError(f"{flag} {path} {what}; {hint}")
+
+
+def write_list_file(path: Path, text: str, what: str) -> None:
+    """``text`` (UTF-8) into ``path`` atomically, after a free-space check; a failed write (a full disk,
+    a read-only folder) is one :class:`UserError` line naming the file, and the previous file is kept."""
+    data = text.encode("utf-8")
+    write_atomic(path, lambda f: f.write(data), what, need=len(data))
+
+
 def output_folder(out: Path, names: Sequence[str], overwrite: bool) -> Path:
     """Check that ``out`` can receive the files ``names`` of a ``prepare`` command, and create it.
 
@@ -225,10 +268,11 @@ LISTS = {"train": "train.txt", "query": "test.txt", "database": "database.txt"}
 
 def list_split(list_file: Path, parsed: ImageList, base: Path, role: str, image_size: int, what: str, *,
                root: Path | None = None, hint: str = "", check_files: bool = True) -> LabelledImages:
-    """One split from a parsed list file: images at ``base / path`` (checked to exist unless
-    ``check_files``; ``hint`` says where they come from), ids relative to ``root`` (the paths as
-    written when ``root`` is None), the training transform for ``role == "train"``, and each item's
-    list line kept for messages."""
+    """One split from a parsed list file: images at ``base / path`` (checked to stay inside ``root``,
+    or ``base`` when ``root`` is None, and to exist unless ``check_files``; ``hint`` says where they
+    come from), ids relative to ``root`` (the paths as written when ``root`` is None), the training
+    transform for ``role == "train"``, and each item's list line kept for messages."""
+    require_inside(parsed.paths, base, base if root is None else root, list_file, parsed.lines)
     paths = [str(base / p) for p in parsed.paths]
     if check_files:
         require_files(paths, f"{what} {role} list {list_file}", hint)

@@ -10,11 +10,13 @@ least one label, so an item without labels is relevant to nothing.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
 from ._cache import maybe_cache
+from ._lists import require_folder
 from .base import DataOptions, RetrievalData
 
 SPLITS = ("train", "query", "database")
@@ -33,8 +35,9 @@ def load_dataset(name: str, options: DataOptions, subset: int = 0, progress: boo
     check that no split is empty, then serve the splits from ``--cache`` when ``options.cache``.
 
     Raises:
-        UserError: an unknown dataset (naming the known ones), a builder's ``ValueError``, or an
-            empty split (naming it and the data folder); builders raise their own ``UserError``.
+        UserError: an unknown dataset (naming the known ones), a ``--data_root`` that is a file, a
+            builder's ``ValueError``, or an empty split (naming it and the data folder); builders
+            raise their own ``UserError``.
     """
     from . import dataset_info  # the registry fills itself on first use
 
@@ -44,6 +47,8 @@ def load_dataset(name: str, options: DataOptions, subset: int = 0, progress: boo
         info = dataset_info(name)
     except ValueError as e:  # an unknown name: the known ones are listed
         raise UserError(f"--dataset {name}: {e}") from None
+    require_folder(Path(options.root), "--data_root", "pass the folder that holds (or is to hold) the datasets",
+                   may_be_missing=True)
     data = info.build(options)  # builders raise UserError for what a user must fix
     if subset:
         data = take_subset(data, subset)

@@ -34,7 +34,6 @@ annotations give it.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -43,13 +42,12 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import ArgumentParser, UserError, run_command
-from ..io import atomic_write_text
 from ..validate import check_int
-from ..io import human_bytes
+from ..io import human_bytes, parse_json
 from ._download import fetch
 from ._extract import extract_into_place
 from ._lists import (LISTS, ImageList, list_split, output_folder, protocol_data, read_class_names, read_image_list,
-                     read_text)
+                     read_text, require_folder, write_list_file)
 from ._pinned import DEEPHASH_REPO, ensure_pinned, pinned
 from .base import DataOptions, RetrievalData, register
 
@@ -156,7 +154,7 @@ def _load_json(path: Path) -> dict:
         raise UserError(f"{path} does not exist; unpack annotations_trainval2014.zip (cocodataset.org) and pass "
                         f"its annotations folder with --annotations")
     try:
-        data = json.loads(read_text(path, "COCO annotation file"))
+        data = parse_json(read_text(path, "COCO annotation file"))
     except ValueError as e:
         raise UserError(f"cannot read COCO annotation file {path}: {e}") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations",
@@ -174,6 +172,8 @@ def read_annotations(annotations: Path) -> tuple[list[str], np.ndarray, tuple[st
         UserError: a missing or malformed file, the two files disagreeing on the categories, or an
             annotation naming an unknown image or category.
     """
+    require_folder(annotations, "annotation folder", "unpack annotations_trainval2014.zip (cocodataset.org) and pass "
+                                                     "its annotations folder with --annotations")
     paths: list[str] = []
     blocks: list[np.ndarray] = []
     categories = None
@@ -232,9 +232,9 @@ def prepare(annotations: Path, out: Path, seed: int = 0, num_query: int = NUM_QU
     query, database = np.sort(perm[:num_query]), np.sort(perm[num_query:])
     train = np.sort(perm[num_query:num_query + num_train])
     output_folder(out, ("test.txt", "database.txt", "train.txt", "classes.txt"), overwrite)
-    atomic_write_text(Path(out) / "classes.txt", "".join(f"{c}\n" for c in classes))
+    write_list_file(Path(out) / "classes.txt", "".join(f"{c}\n" for c in classes), "class-name file")
     for name, index in (("test.txt", query), ("database.txt", database), ("train.txt", train)):
-        atomic_write_text(Path(out) / name, _list_text(paths, labels, index))
+        write_list_file(Path(out) / name, _list_text(paths, labels, index), "image list")
     return {"images": int(len(keep)), "dropped": int(len(paths) - len(keep)), "classes": len(classes),
             "query": int(len(query)), "train": int(len(train)), "database": int(len(database))}
 
@@ -292,6 +292,11 @@ def _prepare_command(args, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     def body():
         args = build_parser().parse_args(argv)
+        if args.out is None:
+            require_folder(args.data_root, "--data_root", "pass the folder that holds (or is to hold) coco",
+                           may_be_missing=args.command == "prepare")
+        else:
+            require_folder(args.out, "--out", "pass the folder of the lists", may_be_missing=args.command == "prepare")
         out = args.out if args.out is not None else args.data_root / FOLDER
         if args.command == "prepare":
             _prepare_command(args, out)

@@ -5,7 +5,8 @@ Metric Space for Multi-label Image Retrieval", ACM MM 2022) reads for NUS-WIDE, 
 classes. Under ``<root>`` (``--data_root``):
 
 * ``train.txt`` -- training images; ``test.txt`` -- queries; ``database.txt`` -- the images searched;
-* each line: an image path relative to ``<root>`` (or absolute; no spaces), then C space-separated 0/1 labels,
+* each line: an image path relative to ``<root>`` (or absolute, inside ``<root>``: a list never makes a run
+  read files elsewhere; no spaces), then C space-separated 0/1 labels,
   C inferred from the first line of ``train.txt`` and the same in all three lists;
 * ``classes.txt`` (optional): C class names, one a line, in column order (else ``class0``..).
 

@@ -10,7 +10,7 @@ Files, under ``<root>/flickr25k/``:
 
 * ``mirflickr/im1.jpg`` ... ``im25000.jpg`` -- the images (``mirflickr25k.zip``, placed by the user);
 * ``img.txt`` -- one image a line: a bare name (``im1.jpg``, looked up in ``mirflickr/``) or a path
-  relative to ``flickr25k/`` (or absolute);
+  relative to ``flickr25k/`` (or absolute), inside the data root;
 * ``targets.txt`` -- one line per ``img.txt`` line, 38 space-separated 0/1 labels;
 * ``flickr.txt`` -- the official split: a JSON list of the 24,581 ``img.txt`` line indices (0-based);
 * ``classes.txt`` (optional) -- the column names, written by ``prepare``.
@@ -47,17 +47,19 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArgumentParser, UserError, run_command
-from ..io import atomic_write_json, atomic_write_text
+from ..io import parse_json
 from ..validate import check_int, is_int
 from ._download import git_blob
 from ._lists import (ImageFiles, check_labels, default_class_names, output_folder, read_class_names, read_text,
-                     require_files)
+                     require_files, require_folder, require_inside, write_list_file)
 from ._pinned import HYP2_REPO, Found, ensure_pinned, pinned
 from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
 
 FOLDER = "flickr25k"
 NUM_QUERY, NUM_TRAIN, TOPK = 1000, 4000, 1000
 NUM_IMAGES = 25000
+#: the largest --num_images prepare accepts: its label matrix takes num_images x 38 bytes (380 MB here)
+MAX_IMAGES = 10_000_000
 # The 38 annotation files of mirflickr25k_annotations_v080 in alphabetical order of their names,
 # i.e. the label columns of targets.txt (the official targets.txt has the same order).
 CLASSES = ("animals", "baby", "baby_r1", "bird", "bird_r1", "car", "car_r1", "clouds", "clouds_r1", "dog",
@@ -78,9 +80,8 @@ IMAGES_HINT = ("; the images come from mirflickr25k.zip (press.liacs.nl/mirflick
 
 
 def _annotation_files(annotations: Path) -> list[Path]:
-    if not annotations.is_dir():
-        raise UserError(f"annotation folder {annotations} does not exist; unpack mirflickr25k_annotations_v080.zip "
-                        f"and pass its folder with --annotations")
+    require_folder(annotations, "annotation folder", "unpack mirflickr25k_annotations_v080.zip and pass its folder "
+                                                     "with --annotations")
     # Plain code-point order of the file names: "baby.txt" < "baby_r1.txt" because "." < "_".
     files = sorted((p for p in annotations.iterdir() if p.is_file() and p.suffix == ".txt"
                     and p.name.lower() != "readme.txt"), key=lambda p: p.name)
@@ -97,7 +98,7 @@ def prepare(annotations: Path, out: Path, num_images: int = NUM_IMAGES, overwrit
         annotations: folder with one ``<concept>.txt`` per label, each listing image numbers
             (1..``num_images``) one a line; ``README.txt`` is ignored.
         out: destination folder (created); each file is written atomically.
-        num_images: the collection size (>= 1); numbers outside 1..num_images are errors.
+        num_images: the collection size (1..:data:`MAX_IMAGES`); numbers outside 1..num_images are errors.
         overwrite: replace those files when ``out`` already holds them (otherwise a UserError).
 
     Returns:
@@ -108,6 +109,7 @@ def prepare(annotations: Path, out: Path, num_images: int = NUM_IMAGES, overwrit
             is not an image number in range, ``out`` a file or already holding the files.
     """
     num_images = check_int("flickr prepare", "num_images", num_images, minimum=1)
+    check_int("flickr prepare", "num_images", num_images, maximum=MAX_IMAGES)
     annotations, out = Path(annotations), Path(out)
     files = _annotation_files(annotations)
     labels = np.zeros((num_images, len(files)), np.uint8)
@@ -121,9 +123,9 @@ def prepare(annotations: Path, out: Path, num_images: int = NUM_IMAGES, overwrit
             labels[int(token) - 1, col] = 1
     keep = np.flatnonzero(labels.any(axis=1))
     output_folder(out, LABEL_FILES, overwrite)
-    atomic_write_text(out / "classes.txt", "".join(p.stem + "\n" for p in files))
-    atomic_write_text(out / "targets.txt", "".join(" ".join(map(str, labels[i])) + "\n" for i in keep))
-    atomic_write_text(out / "img.txt", "".join(f"im{i + 1}.jpg\n" for i in keep))
+    write_list_file(out / "classes.txt", "".join(p.stem + "\n" for p in files), "class-name file")
+    write_list_file(out / "targets.txt", "".join(" ".join(map(str, labels[i])) + "\n" for i in keep), "label file")
+    write_list_file(out / "img.txt", "".join(f"im{i + 1}.jpg\n" for i in keep), "image list")
     return {"images": int(len(keep)), "dropped": int(num_images - len(keep)), "classes": len(files), "out": str(out)}
 
 
@@ -139,11 +141,13 @@ def image_path(folder: Path, line: str) -> str:
     return str(folder / "mirflickr" / line)
 
 
-def read_annotation_files(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """``img.txt`` lines, the (N, C) uint8 ``targets.txt`` matrix, checked against each other, and the
-    ``targets.txt`` line number of each row."""
+def read_annotation_files(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[int]]:
+    """``img.txt`` lines, the (N, C) uint8 ``targets.txt`` matrix, checked against each other, the
+    ``targets.txt`` line number of each row, and the ``img.txt`` line number of each name."""
     img_txt, targets_txt = folder / "img.txt", folder / "targets.txt"
-    names = [line.strip() for line in read_text(img_txt, "Flickr-25k image list").splitlines() if line.strip()]
+    numbered = [(n, line.strip()) for n, line in enumerate(read_text(img_txt, "Flickr-25k image list").splitlines(), 1)
+                if line.strip()]
+    names = [name for _, name in numbered]
     rows: list[list[str]] = []
     numbers: list[int] = []
     width = None
@@ -162,7 +166,7 @@ def read_annotation_files(folder: Path) -> tuple[list[str], np.ndarray, np.ndarr
                         f"they must match line by line (rebuild both with `python -m hyp2.data.flickr prepare`)")
     if not names:
         raise UserError(f"{img_txt} lists no images")
-    return names, np.array(rows, dtype=np.uint8), np.array(numbers, dtype=np.int64)
+    return names, np.array(rows, dtype=np.uint8), np.array(numbers, dtype=np.int64), [n for n, _ in numbered]
 
 
 def validate_permutation(perm: object, n: int, source: str) -> np.ndarray:
@@ -192,7 +196,7 @@ def read_permutation(path: Path, n: int, hint: str = "") -> np.ndarray:
     """The permutation held by the split file ``path`` (see :func:`validate_permutation`); ``hint`` is
     appended to error messages."""
     try:
-        perm = json.loads(read_text(path, "split file"))
+        perm = parse_json(read_text(path, "split file"))
     except ValueError as e:
         raise UserError(f"cannot read split file {path}: {e}{hint}") from None
     except UserError as e:
@@ -208,7 +212,7 @@ def seeded_permutation(folder: Path, n: int, seed: int) -> tuple[np.ndarray, Pat
     path = folder / f"split_seed{seed}.json"
     if not path.exists():
         perm = np.random.default_rng(seed).permutation(n)
-        atomic_write_json(path, [int(v) for v in perm])
+        write_list_file(path, json.dumps([int(v) for v in perm], indent=2) + "\n", "split file")
         return perm, path
     return read_permutation(path, n, f"; delete {path} to draw a new split with seed {seed}"), path
 
@@ -218,6 +222,8 @@ def choose_split(folder: Path, n: int, options: DataOptions, lists: Found, progr
     img_txt = folder / "img.txt"
     if options.split_file is not None:
         path = Path(options.split_file)
+        if path.is_dir():
+            raise UserError(f"--split_file {path} is a folder, not a file; pass the JSON file holding the split")
         if not path.is_file():
             raise UserError(f"split file {path} does not exist (--split_file)")
         note = f"--split_file {path} (git blob {git_blob(path)[:10]}), indices into {img_txt}"
@@ -246,7 +252,7 @@ def build_flickr(options: DataOptions, num_query: int = NUM_QUERY, num_train: in
     folder = root / FOLDER
     lists = ensure_pinned(folder, OFFICIAL_LISTS, HYP2_REPO, "Flickr-25k", download=options.download,
                           progress=progress, alternative=PREPARE_HINT.format(root=root))
-    names, labels, lines = read_annotation_files(folder)
+    names, labels, lines, name_lines = read_annotation_files(folder)
     n = len(names)
     if n <= num_query + num_train:
         raise UserError(f"{folder / 'img.txt'} lists {n} images; the protocol needs more than "
@@ -255,6 +261,7 @@ def build_flickr(options: DataOptions, num_query: int = NUM_QUERY, num_train: in
     classes = read_class_names(folder / "classes.txt", labels.shape[1])
     if classes is None:
         classes = CLASSES if labels.shape[1] == len(CLASSES) else default_class_names(labels.shape[1])
+    require_inside(names, folder, root, folder / "img.txt", name_lines)
     paths = [image_path(folder, name) for name in names]
     require_files(paths, f"Flickr-25k list {folder / 'img.txt'}", IMAGES_HINT.format(folder=folder))
     ids = [os.path.relpath(p, root) for p in paths]
@@ -301,6 +308,12 @@ def build_parser() -> ArgumentParser:
 def _prepare_command(args) -> None:
     if args.num_images < 1:
         raise UserError(f"--num_images {args.num_images}: must be at least 1 (MIRFLICKR-25K has {NUM_IMAGES})")
+    if args.num_images > MAX_IMAGES:
+        raise UserError(f"--num_images {args.num_images}: must be at most {MAX_IMAGES:,} (MIRFLICKR-25K has "
+                        f"{NUM_IMAGES:,}); give the number of images of the collection the annotations describe")
+    if args.out is None:
+        require_folder(args.data_root, "--data_root", "pass the folder that holds (or is to hold) flickr25k",
+                       may_be_missing=True)
     out = args.out if args.out is not None else args.data_root / FOLDER
     was_official = (out / "img.txt").is_file() and git_blob(out / "img.txt") == OFFICIAL_LISTS[0].git_blob
     counts = prepare(args.annotations, out, args.num_images, overwrite=args.overwrite)

@@ -134,6 +134,10 @@ def read_split(tree: Path, split: str, root: Path) -> tuple[list[str], np.ndarra
                 if line.strip()]
     if not numbered:
         raise UserError(f"{list_file} lists no images")
+    for n, name in numbered:
+        if any(c in name for c in "/\\\0"):
+            raise UserError(f"{list_file} line {n}: image id {name!r} is not a plain name (VOC ids look like 000005 "
+                            f"or 2008_000008); a path there would read files outside {tree}")
     names = [name for _, name in numbered]
     labels = np.zeros((len(names), len(CLASSES)), np.uint8)
     for n, name in enumerate(names):

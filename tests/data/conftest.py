@@ -2,9 +2,13 @@
 guard that keeps every dataset test off the network (only 127.0.0.1 and file:// URLs are opened)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
+import os
 import re
+import shutil
+import subprocess
 import threading
 import urllib.error
 import urllib.parse
@@ -138,3 +142,26 @@ def serve_pinned(server: "LoopbackServer", contents: dict[str, bytes], sha256: b
         files.append(PinnedFile(path.rsplit("/", 1)[-1], f"{server.url}/repo/{path}", git_blob_of(data),
                                 hashlib.sha256(data).hexdigest() if sha256 else None))
     return tuple(files)
+
+
+@contextlib.contextmanager
+def mounted(kind: str, path: Path, size: str = "64k"):
+    """A tmpfs of ``size`` (``full``: a disk that fills up) or a read-only bind mount of the folder
+    ``path.parent / "ro-src"`` (``ro``; fill that folder first) at ``path``; skips unless root."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small or read-only file system needs root")
+    path.mkdir()
+    if kind == "full":
+        cmds = [["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]]
+    else:
+        src = path.parent / "ro-src"
+        src.mkdir(exist_ok=True)
+        cmds = [["mount", "--bind", str(src), str(path)], ["mount", "-o", "remount,bind,ro", str(path)]]
+    for cmd in cmds:
+        if subprocess.run(cmd, capture_output=True).returncode != 0:
+            subprocess.run(["umount", str(path)], capture_output=True)
+            pytest.skip(f"cannot mount here ({' '.join(cmd)})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], capture_output=True)

@@ -144,6 +144,33 @@ def test_missing_annotation_file(tmp_path):
         prepare(tmp_path, tmp_path / "o", num_query=3, num_train=4)
 
 
+def test_json_nested_too_deeply_is_one_line(annotations, tmp_path):
+    folder, _ = annotations
+    (folder / "instances_val2014.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(UserError) as e:
+        prepare(folder, tmp_path / "o", num_query=3, num_train=4)
+    assert str(e.value) == (f"cannot read COCO annotation file {folder / 'instances_val2014.json'}: JSON nested too "
+                            f"deeply to be a hyp2 file")
+
+
+def test_flags_naming_a_file_for_a_folder_or_the_other_way(annotations, tmp_path, capsys):
+    folder, _ = annotations
+    (tmp_path / "file").write_text("x")
+    for command in ("prepare", "check"):
+        assert coco.main([command, "--annotations", str(folder / "instances_val2014.json"), "--out",
+                          str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"error: annotation folder {folder / 'instances_val2014.json'} is a file, not a folder; unpack "
+                       f"annotations_trainval2014.zip (cocodataset.org) and pass its annotations folder with "
+                       f"--annotations\n")
+        assert coco.main([command, "--annotations", str(folder), "--data_root", str(tmp_path / "file")]) == 2
+        assert f"error: --data_root {tmp_path / 'file'} is a file, not a folder" in capsys.readouterr().err
+    assert coco.main(["check", "--annotations", str(folder), "--data_root", str(tmp_path / "nope")]) == 2
+    assert f"error: --data_root {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+    assert coco.main(["check", "--annotations", str(folder), "--out", str(tmp_path / "file")]) == 2
+    assert f"error: --out {tmp_path / 'file'} is a file, not a folder" in capsys.readouterr().err
+
+
 def test_check_compares_lists_with_the_annotations(annotations, tmp_path):
     folder, _ = annotations
     out = tmp_path / "coco"
@@ -279,3 +306,17 @@ def test_real_tables():
     assert [f.git_blob[:7] for f in coco.OFFICIAL] == ["2b78ffd", "e326d20", "aaabcac"]
     assert coco.ARCHIVE_SIZES == {"train2014": 13510573713, "val2014": 6645013297}
     assert len(coco.CLASSES) == 80 == len(set(coco.CLASSES)) and coco.CLASSES[0] == "person"
+
+
+def test_a_path_that_leaves_the_data_root_is_refused(prepared, tmp_path):
+    from .test_custom import inside_message
+
+    write_images(prepared / "coco")
+    write_jpeg(tmp_path / "outside.jpg", seed=5)
+    listing = prepared / "coco" / "database.txt"
+    lines = listing.read_text().splitlines()
+    lines[3] = "../../outside.jpg " + lines[3].split(" ", 1)[1]
+    listing.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError) as e:
+        build_dataset("coco", DataOptions(root=prepared, image_size=16))
+    assert str(e.value) == inside_message(listing, 4, "../../outside.jpg", prepared, prepared / "coco")

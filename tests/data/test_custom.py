@@ -86,3 +86,36 @@ def test_missing_and_undecodable_images(tmp_path):
     data = build_custom(DataOptions(root=tmp_path, image_size=16))
     with pytest.raises(UserError, match=r"cannot open image .*train3.jpg"):
         data.train[3]
+
+
+# ---------------------------------------------------------------- paths stay inside the data root
+
+
+def inside_message(list_file: Path, line: int, entry: str, root: Path, base: Path) -> str:
+    return (f"{list_file} line {line}: the image path {entry!r} leads outside the data root {root}; list paths must "
+            f"stay inside it (relative to {base}, no '..' that climbs out)")
+
+
+@pytest.mark.parametrize("entry", ["../outside.jpg", "pics/../../outside.jpg", "{outside}"])
+def test_a_path_that_leaves_the_data_root_is_refused(tmp_path, entry):
+    root = tmp_path / "data"
+    write_custom(root)
+    write_jpeg(tmp_path / "outside.jpg", seed=5)  # there to be read, were the path followed
+    entry = entry.format(outside=tmp_path / "outside.jpg")
+    lines = (root / "test.txt").read_text().splitlines()
+    lines[1] = f"{entry} 1 0 0"
+    (root / "test.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError) as e:
+        build_custom(DataOptions(root=root))
+    assert str(e.value) == inside_message(root / "test.txt", 2, entry, root, root)
+
+
+def test_paths_inside_the_data_root_are_accepted_however_written(tmp_path):
+    root = tmp_path / "data"
+    write_custom(root)
+    write_jpeg(tmp_path / "elsewhere" / "far.jpg", seed=6)
+    (root / "linked").symlink_to(tmp_path / "elsewhere")  # a folder the user links in is theirs
+    entries = ["pics/../pics/test0.jpg", str(root / "pics" / "test1.jpg"), "linked/far.jpg"]
+    (root / "test.txt").write_text("".join(f"{e} 0 1 0\n" for e in entries))
+    data = build_custom(DataOptions(root=root, image_size=8))
+    assert data.query.ids == entries and data.query[2][0].shape == (3, 8, 8)

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import socket
+import subprocess
 
 import pytest
 
 from hyp2.data._download import digest_mismatch, fetch, file_digests, md5sum
 from hyp2.errors import UserError
+
+from .conftest import mounted
 
 BODY = bytes(range(256)) * 4000  # 1,024,000 bytes: several read chunks
 BODY_MD5 = hashlib.md5(BODY).hexdigest()
@@ -149,3 +153,50 @@ def test_fetch_checks_every_digest_and_deletes_a_mismatch(server, tmp_path, dige
     ok = {"sha256": hashlib.sha256(BODY).hexdigest(), "size": len(BODY), "md5": BODY_MD5}
     assert fetch(server.url + "/a.bin", tmp_path / "a.bin", digests=ok, progress=False).read_bytes() == BODY
 
+
+
+# ------------------------------------------------------------------------- full disk, read-only root
+
+
+def test_a_download_larger_than_the_free_space_is_refused_before_writing(server, tmp_path):
+    server.files["/a.bin"] = BODY  # 1,000 KiB onto a 64 KiB disk
+    with mounted("full", tmp_path / "full") as disk:
+        with pytest.raises(UserError) as e:
+            fetch(server.url + "/a.bin", disk / "a.bin", BODY_MD5, progress=False)
+        assert str(e.value) == (f"not enough space to download {server.url}/a.bin: it needs 1000 KiB more in {disk}, "
+                                f"64.0 KiB are free; free some space there, or pass another --data_root")
+        assert list(disk.iterdir()) == []
+        # an expected size is checked before the server is even asked
+        with pytest.raises(UserError, match="not enough space to download"):
+            fetch(server.url + "/a.bin", disk / "a.bin", digests={"size": len(BODY)}, progress=False)
+        assert len(server.requests) == 1 and list(disk.iterdir()) == []
+
+
+def test_a_write_that_fails_anyway_keeps_the_part_and_the_next_run_resumes(server, tmp_path, monkeypatch):
+    server.files["/a.bin"] = BODY
+    with mounted("full", tmp_path / "full") as disk:
+        # the free-space check is fooled (another writer fills the disk meanwhile)
+        monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 0, 10**12))
+        part = disk / "a.bin.part"
+        with pytest.raises(UserError) as e:
+            fetch(server.url + "/a.bin", disk / "a.bin", BODY_MD5, progress=False)
+        kept = part.stat().st_size
+        assert 0 < kept < len(BODY) and str(e.value) == (
+            f"cannot write the download {part} (No space left on device); free some space in {disk}, or pass another "
+            f"--data_root; the {kept:,} bytes downloaded are kept in {part} and the next run resumes from there")
+        assert subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], capture_output=True).returncode == 0
+        assert fetch(server.url + "/a.bin", disk / "a.bin", BODY_MD5, progress=False).read_bytes() == BODY
+        assert server.requests[-1] == ("/a.bin", f"bytes={kept}-") and not part.exists()
+
+
+def test_a_read_only_data_root_is_one_line(server, tmp_path):
+    server.files["/a.bin"] = BODY
+    with mounted("ro", tmp_path / "ro") as ro:
+        with pytest.raises(UserError) as e:
+            fetch(server.url + "/a.bin", ro / "a.bin", BODY_MD5, progress=False)
+        assert str(e.value) == (f"cannot write the download {ro / 'a.bin.part'} (Read-only file system); {ro} is not "
+                                f"writable: make it writable, or pass another --data_root")
+        with pytest.raises(UserError) as e:
+            fetch(server.url + "/a.bin", ro / "coco" / "a.bin", BODY_MD5, progress=False)
+        assert str(e.value) == (f"cannot create the folder {ro / 'coco'} for a download (Read-only file system); "
+                                f"{ro} is not writable: make it writable, or pass another --data_root")

@@ -12,7 +12,7 @@ from hyp2.data import flickr
 from hyp2.data.flickr import build_flickr, validate_permutation
 from hyp2.errors import UserError
 
-from .conftest import serve_pinned, write_jpeg
+from .conftest import mounted, serve_pinned, write_jpeg
 
 # ------------------------------------------------------------------------------------- the split
 
@@ -90,11 +90,30 @@ def test_split_file_missing_or_not_json(tmp_path):
         build_flickr(opts(tmp_path, split_file=tmp_path / "bad.json"), num_query=2, num_train=3)
 
 
+def test_split_file_that_is_a_folder_or_nested_too_deeply(tmp_path):
+    make_flickr(tmp_path)
+    with pytest.raises(UserError) as e:
+        build_flickr(opts(tmp_path, split_file=tmp_path), num_query=2, num_train=3)
+    assert str(e.value) == f"--split_file {tmp_path} is a folder, not a file; pass the JSON file holding the split"
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(UserError) as e:
+        build_flickr(opts(tmp_path, split_file=tmp_path / "deep.json"), num_query=2, num_train=3)
+    assert str(e.value) == f"cannot read split file {tmp_path / 'deep.json'}: JSON nested too deeply to be a hyp2 file"
+
+
 def test_saved_split_that_no_longer_matches(tmp_path):
     make_flickr(tmp_path)
     (tmp_path / "flickr25k" / "split_seed0.json").write_text(json.dumps(list(range(20))))
     with pytest.raises(UserError, match="delete .*split_seed0.json to draw a new split"):
         build_flickr(opts(tmp_path), num_query=2, num_train=3)
+
+
+def test_a_split_that_cannot_be_saved_is_one_line(tmp_path):
+    make_flickr(tmp_path / "ro-src")
+    with mounted("ro", tmp_path / "ro") as ro:
+        with pytest.raises(UserError, match=rf"^cannot write the split file {ro / 'flickr25k' / 'split_seed0.json'} "
+                                            rf"\(.*Read-only file system.*\); check the free space and permissions"):
+            build_flickr(opts(ro), num_query=2, num_train=3)
 
 
 def test_validate_permutation_accepts_a_permutation():
@@ -110,6 +129,22 @@ def test_img_txt_paths_and_classes_txt(tmp_path):
     assert {"flickr25k/mirflickr/im1.jpg", "flickr25k/mirflickr/im2.jpg", "flickr25k/other/im3.jpg"} <= all_ids
     assert data.classes == ("a", "b", "c")
     assert data.query[0][0].shape == (3, 24, 24)
+
+
+def test_an_img_txt_path_that_leaves_the_data_root_is_refused(tmp_path):
+    from .test_custom import inside_message
+
+    root = tmp_path / "data"
+    lines = [f"im{k}.jpg" for k in range(1, 9)] + ["../../outside.jpg", "im10.jpg"]
+    write_jpeg(tmp_path / "outside.jpg", seed=5)  # where the entry leads: it must not be read
+    (root / "flickr25k").mkdir(parents=True)
+    make_flickr(root, img_lines=[n for n in lines if "/" not in n], num_labels=3)
+    folder = root / "flickr25k"
+    (folder / "img.txt").write_text("\n".join(lines[:4]) + "\n\n" + "\n".join(lines[4:]) + "\n")
+    (folder / "targets.txt").write_text("1 0 0\n" * len(lines))
+    with pytest.raises(UserError) as e:
+        build_flickr(opts(root), num_query=1, num_train=1, progress=False)
+    assert str(e.value) == inside_message(folder / "img.txt", 10, "../../outside.jpg", root, folder)
 
 
 def test_generic_class_names_without_classes_txt(tmp_path):

@@ -107,6 +107,25 @@ def test_num_images_must_be_positive(annotation_dir, tmp_path, capsys, value):
         prepare(annotation_dir, tmp_path / "o", num_images=int(value))
 
 
+def test_num_images_is_bounded(annotation_dir, tmp_path, capsys):
+    for value in ("10000001", "1000000000000"):  # 10**12 would be a 38 TB label matrix
+        assert flickr.main(["prepare", "--annotations", str(annotation_dir), "--out", str(tmp_path / "o"),
+                            "--num_images", value]) == 2
+        assert f"--num_images {value}: must be at most 10,000,000 (MIRFLICKR-25K has 25,000)" in one_error_line(capsys)
+    with pytest.raises(ValueError, match="num_images must be an integer <= 10000000"):
+        prepare(annotation_dir, tmp_path / "o", num_images=10**12)
+    assert not (tmp_path / "o").exists()
+
+
+def test_flags_naming_a_file_for_a_folder(annotation_dir, tmp_path, capsys):
+    readme = annotation_dir / "README.txt"
+    assert flickr.main(["prepare", "--annotations", str(readme), "--out", str(tmp_path / "o")]) == 2
+    assert one_error_line(capsys) == (f"error: annotation folder {readme} is a file, not a folder; unpack "
+                                      f"mirflickr25k_annotations_v080.zip and pass its folder with --annotations\n")
+    assert flickr.main(["prepare", "--annotations", str(annotation_dir), "--data_root", str(readme)]) == 2
+    assert f"error: --data_root {readme} is a file, not a folder" in one_error_line(capsys)
+
+
 def test_out_that_is_a_file(annotation_dir, tmp_path, capsys):
     (tmp_path / "o").write_text("a file")
     assert flickr.main(["prepare", "--annotations", str(annotation_dir), "--out", str(tmp_path / "o"),

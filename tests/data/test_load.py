@@ -125,3 +125,11 @@ def test_head_and_transform_keep_where_items_come_from():
     assert s.with_loader(lambda i: None).where(0) == "l.txt line 3"
     with pytest.raises(ValueError, match="one line per item"):
         split_of([[1], [0]], ListLines("l.txt", [1]))
+
+
+def test_a_data_root_that_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError) as e:
+        load_dataset("custom", DataOptions(root=tmp_path / "file"))
+    assert str(e.value) == (f"--data_root {tmp_path / 'file'} is a file, not a folder; pass the folder that holds (or "
+                            f"is to hold) the datasets")

@@ -135,3 +135,21 @@ def test_missing_image_says_where_images_come_from(tmp_path):
     with pytest.raises(UserError, match=r"test.txt: image .*0001_1001.jpg does not exist; .*DSDH.*images"):
         build_nuswide(DataOptions(root=tmp_path))
     assert len(build_nuswide(DataOptions(root=tmp_path), check_files=False).query) == 2
+
+
+def test_a_path_that_leaves_the_data_root_is_refused(tmp_path):
+    from .test_custom import inside_message
+
+    root = tmp_path / "data"
+    write_lists(root)
+    write_jpeg(tmp_path / "outside.jpg", seed=5)
+    write_jpeg(root / "beside.jpg", seed=6)
+    listing = root / "nus_wide" / "test.txt"
+    lines = listing.read_text().splitlines()
+    labels = " ".join(["0"] * 21)
+    (listing).write_text(f"{lines[0]}\n../beside.jpg {labels}\n")  # inside the data root: accepted
+    assert build_nuswide(DataOptions(root=root)).query.ids[1] == "beside.jpg"
+    (listing).write_text(f"{lines[0]}\n\n../../outside.jpg {labels}\n")
+    with pytest.raises(UserError) as e:
+        build_nuswide(DataOptions(root=root))
+    assert str(e.value) == inside_message(listing, 3, "../../outside.jpg", root, root / "nus_wide")

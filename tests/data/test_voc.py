@@ -21,7 +21,7 @@ from hyp2.data import voc
 from hyp2.data.voc import CLASSES, build_voc, ensure_voc, parse_annotation
 from hyp2.errors import UserError
 
-from .conftest import write_jpeg
+from .conftest import mounted, write_jpeg
 
 # id -> list of (class, difficult); expected labels are the set of classes, difficult included.
 VOC2007 = {
@@ -355,3 +355,79 @@ def test_random_bytes_under_the_archive_name(tmp_path):
     msg = str(e.value)
     assert "VOCtrainval_11-May-2012.tar: it is not a readable tar archive" in msg and "method tar" in msg
     assert "delete it and download it again" in msg and "\n" not in msg
+
+
+# -------------------------------------------------------------- nothing is read outside the data root
+
+
+def test_an_image_id_that_leaves_the_tree_is_refused(tmp_path):
+    root = tmp_path / "data"
+    tree = write_tree(root, "2012", VOC2012)
+    # an annotation and an image outside the data root, where '../' in an id would reach them
+    (tmp_path / "outside.xml").write_bytes(annotation_xml([("dog", 0)]))
+    write_jpeg(tmp_path / "outside.jpg", seed=1)
+    listing = tree / "ImageSets" / "Main" / "train.txt"
+    listing.write_text(listing.read_text() + "\n../../../../outside\n")
+    with pytest.raises(UserError) as e:
+        build_voc(options(root, download=False), "2012", progress=False)
+    assert str(e.value) == (f"{listing} line 5: image id '../../../../outside' is not a plain name (VOC ids look like "
+                            f"000005 or 2008_000008); a path there would read files outside {tree}")
+
+
+def truncated(archive: bytes, where: str) -> bytes:
+    """``archive`` cut at the header of its last member, or right after that member's data (before the
+    end-of-archive marker), as a partial download leaves it."""
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        last = tar.getmembers()[-1]
+    end = last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    return archive[:last.offset if where == "header" else end]
+
+
+@pytest.mark.parametrize("where", ["header", "marker"])
+def test_a_truncated_archive_is_never_published(server, tmp_path, where):
+    good = make_archive(tmp_path, "2012", VOC2012)
+    server.files["/v/VOCtrainval_11-May-2012.tar"] = truncated(good, where)
+    root = tmp_path / "data"
+    with pytest.raises(UserError) as e:
+        build_voc(options(root, server.url + "/v", check_md5=False), "2012", progress=False)
+    assert str(e.value).startswith(f"cannot extract {root / 'VOCtrainval_11-May-2012.tar'}: the archive is truncated "
+                                   f"(it stops after ")
+    assert "without the end-of-archive marker); nothing was extracted" in str(e.value)
+    assert [p.name for p in root.iterdir()] == ["VOCtrainval_11-May-2012.tar"]  # no tree, no staging folder
+
+
+# ------------------------------------------------------------------------- full disk, read-only root
+
+
+def test_a_read_only_data_root_is_one_line(voc2007_server, tmp_path):
+    srv, url, md5s = voc2007_server
+    src = tmp_path / "ro-src"
+    src.mkdir()
+    with mounted("ro", tmp_path / "ro") as ro:
+        with pytest.raises(UserError) as e:  # the download
+            build_voc(options(ro, url), "2007", md5s=md5s, progress=False)
+        part = ro / "VOCtrainval_06-Nov-2007.tar.part"
+        assert str(e.value) == (f"cannot write the download {part} (Read-only file system); {ro} is not writable: "
+                                f"make it writable, or pass another --data_root")
+    for name in md5s:  # the archives placed by hand, the root read-only: the extraction
+        (src / name).write_bytes(srv.files[f"/voc/{name}"])
+    with mounted("ro", tmp_path / "ro2") as ro:
+        with pytest.raises(UserError) as e:
+            build_voc(options(ro, url), "2007", md5s=md5s, progress=False)
+        staging = ro / ".extract-VOC2007.tmp"
+        assert str(e.value) == (f"cannot extract {ro / 'VOCtrainval_06-Nov-2007.tar'}: cannot create {staging} "
+                                f"(Read-only file system); {ro} is not writable: make it writable, or pass another "
+                                f"--data_root")
+
+
+def test_a_full_disk_during_extraction_is_not_blamed_on_the_archive(voc2007_server, tmp_path, monkeypatch):
+    srv, url, md5s = voc2007_server
+    with mounted("full", tmp_path / "full", size="96k") as disk:
+        for name in md5s:  # two archives of about 30 KiB; the extracted files need more than is left
+            (disk / name).write_bytes(srv.files[f"/voc/{name}"])
+        monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 0, 10**12))
+        with pytest.raises(UserError) as e:
+            build_voc(options(disk, url), "2007", md5s=md5s, progress=False)
+        msg = str(e.value)
+        assert "writing member" in msg and "(No space left on device); free some space in" in msg
+        assert "damaged" not in msg and sorted(p.name for p in disk.iterdir()) == sorted(md5s)
