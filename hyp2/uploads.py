@@ -26,8 +26,8 @@ import io
 import threading
 import time
 from email.message import Message
-from PIL import Image
 
+from PIL import Image
 
 #: largest upload accepted by default, in MiB (``--max_upload_mb``), and the most it may be set to
 MAX_UPLOAD_MB = 20
@@ -37,7 +37,7 @@ MAX_UPLOAD_LIMIT_MB = 1024
 MAX_PIXELS = 40_000_000
 #: decoded pixels held at once by all uploads together (two of the largest images)
 PIXELS_IN_FLIGHT = 2 * MAX_PIXELS
-#: most bytes one decoded pixel costs while its upload holds it (8 measured; tests/test_serve_limits.py)
+#: most bytes one decoded pixel costs while its upload holds it (8 measured, WebP aside: see above)
 DECODE_BYTES_PER_PIXEL = 10
 #: how many pixels of the budget one pixel of a format takes, where not 1
 PIXEL_WEIGHT = {"WEBP": 2}
