@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from .errors import UserError, reason
 from .checkpoint import Checkpoint, load_checkpoint
+from .validate import check_int
 
 #: images encoded per forward pass by default
 ENCODE_BATCH = 32
@@ -109,20 +110,26 @@ class Hasher:
             if not isinstance(img, Image.Image):
                 raise ValueError(f"image {i} is a {type(img).__name__}; pass PIL images, paths or a (B, 3, H, W) "
                                  f"tensor")
+            if img.width < 1 or img.height < 1:
+                raise ValueError(f"image {i} is {img.width}×{img.height} pixels; pass images of at least 1×1")
         if not items:
             return torch.empty(0, 3, self.image_size, self.image_size)
-        return torch.stack([self._transform(img.convert("RGB")) for img in items])
+        # an RGB image is transformed as it is: a copy would double the memory of a large one
+        return torch.stack([self._transform(img if img.mode == "RGB" else img.convert("RGB")) for img in items])
 
     def _preprocess_tensor(self, x: torch.Tensor) -> torch.Tensor:
         from PIL import Image
 
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"an image batch must be (B, 3, H, W), got shape {tuple(x.shape)}")
+        if x.shape[2] < 1 or x.shape[3] < 1:
+            raise ValueError(f"an image batch must hold images of at least 1×1 pixels, got shape {tuple(x.shape)}")
         x = x.detach().cpu()
         if x.dtype == torch.uint8:
             return self.preprocess([Image.fromarray(img.permute(1, 2, 0).numpy()) for img in x])
         if not x.is_floating_point():
             raise ValueError(f"an image batch must be uint8 or float in [0, 1], got {x.dtype}")
+        _check_finite(x)
         x = x.float()
         if tuple(x.shape[2:]) != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
@@ -132,25 +139,52 @@ class Hasher:
     @torch.no_grad()
     def outputs(self, images: Any, batch_size: int = ENCODE_BATCH) -> torch.Tensor:
         """(B, K) float32 real-valued network outputs on the CPU, in input order. Images given as
-        PIL images or paths are read and transformed ``batch_size`` at a time (bounded memory)."""
+        PIL images or paths are read and transformed ``batch_size`` (>= 1) at a time (bounded memory).
+
+        Raises:
+            ValueError: a bad ``batch_size``, or images that are empty, of the wrong shape or type,
+                or hold NaN or inf. UserError: an unreadable path, or a model that gives NaN for them.
+        """
         from PIL import Image
 
+        batch_size = check_int("Hasher.outputs", "batch_size", batch_size, minimum=1)
         if torch.is_tensor(images) or isinstance(images, (str, os.PathLike, Image.Image)):
             images = self.preprocess(images)  # one (B, 3, S, S) input tensor
         outs = []
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size]
-            x = batch if torch.is_tensor(batch) else self.preprocess(batch)
-            outs.append(self.model(x.to(self.device)).float().cpu())
-        out = torch.cat(outs) if outs else torch.empty(0, self.num_bits)
+            outs.append(self.forward(batch if torch.is_tensor(batch) else self.preprocess(batch)))
+        return torch.cat(outs) if outs else torch.empty(0, self.num_bits)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, K) float32 outputs on the CPU of a (B, 3, S, S) batch that :meth:`preprocess` made.
+
+        Raises:
+            ValueError: ``x`` holds NaN or inf (the input is to blame). UserError: finite input
+                gives NaN outputs (the checkpoint is).
+        """
+        _check_finite(x)
+        out = self.model(x.to(self.device)).float().cpu()
         if torch.isnan(out).any():
-            raise UserError(f"the model of {self.checkpoint.path} gives NaN outputs; the checkpoint is broken: retrain")
+            raise UserError(f"the model of {self.checkpoint.path} gives NaN outputs for finite input; the checkpoint "
+                            f"is broken: retrain")
         return out
 
     def encode(self, images: Any, batch_size: int = ENCODE_BATCH) -> torch.Tensor:
         """(B, K) int8 codes of ±1 on the CPU: the signs of :meth:`outputs`, 0 counted as +1."""
+        batch_size = check_int("Hasher.encode", "batch_size", batch_size, minimum=1)
         out = self.outputs(images, batch_size)
         return torch.where(out >= 0, 1, -1).to(torch.int8)
+
+
+def _check_finite(x: torch.Tensor) -> None:
+    """ValueError naming the first image of a (B, 3, H, W) batch that holds NaN or inf."""
+    bad = ~torch.isfinite(x).flatten(1).all(dim=1)
+    if bad.any():
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"image {i} of the input holds NaN or inf values; pass finite pixel values (uint8, or "
+                         f"float in [0, 1])")
 
 
 def load_hasher(path: str | os.PathLike, device: torch.device | str = "cpu") -> Hasher:

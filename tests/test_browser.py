@@ -115,3 +115,23 @@ def test_the_checks_see_what_a_person_would(browser, tmp_path):
     empty.write_text("<!DOCTYPE html><title>empty</title>")
     assert browser.open(empty.as_uri()).problems == []
     assert is_blank(browser.screenshot(full_page=False))
+
+
+def test_a_busy_server_answers_the_form_with_a_page_that_says_so(browser, server, tmp_path, monkeypatch):
+    """An upload that finds the decode budget full: after its wait, the start page with the message
+    (503), rendered cleanly; once the budget is free the same upload is answered."""
+    query = tmp_path / "q.png"
+    Image.new("RGB", (48, 48), (20, 160, 90)).save(query)
+    monkeypatch.setattr(server.service, "budget_wait", 0.2)
+    pixels = server.service.pixels
+    with pixels.hold(pixels.capacity, wait=0):
+        browser.open(server.url)
+        browser.set_file("input[type=file]", str(query))
+        page = browser.submit("document.querySelector('form.upload').submit()")
+    assert page.problems == ["HTTP 503: " + server.url + "search", "browser log: Failed to load resource: the "
+                             "server responded with a status of 503 (Service Unavailable)"]
+    assert "the server is busy with other uploads" in browser.evaluate("document.querySelector('.message').textContent")
+    assert browser.broken_images() == [] and fits_laptop(browser)
+    browser.set_file("input[type=file]", str(query))
+    page = browser.submit("document.querySelector('form.upload').submit()")
+    assert page.problems == [] and browser.evaluate("document.querySelectorAll('.thumb.hit img').length") == TOP

@@ -1,4 +1,6 @@
 """Rebuilding a trained model from its checkpoint alone, and hashing images with it."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -114,3 +116,46 @@ def test_hasher_on_cuda_matches_the_cpu(small):
     cpu = hyp2.load_hasher(small).outputs(images)
     gpu = hyp2.load_hasher(small, device="cuda").outputs(images)
     assert torch.allclose(cpu, gpu, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.0, True, "4"])
+def test_a_bad_batch_size_is_a_clear_error(small, batch_size):
+    hasher = Hasher(load_checkpoint(small))
+    images = [Image.new("RGB", (8, 8))]
+    with pytest.raises(ValueError, match=r"Hasher\.encode: batch_size must be an integer >= 1"):
+        hasher.encode(images, batch_size=batch_size)
+    with pytest.raises(ValueError, match=r"Hasher\.outputs: batch_size must be an integer >= 1"):
+        hasher.outputs(images, batch_size=batch_size)
+    assert hasher.encode(images * 3, batch_size=1).shape == (3, 10)  # 1 is the smallest that works
+
+
+def test_empty_images_are_a_clear_error(small):
+    hasher = Hasher(load_checkpoint(small))
+    for shape in [(2, 3, 0, 0), (1, 3, 0, 40), (1, 3, 40, 0)]:
+        for dtype in (torch.float32, torch.uint8):
+            with pytest.raises(ValueError, match=r"at least 1×1 pixels, got shape " + re.escape(str(shape))):
+                hasher.encode(torch.zeros(shape, dtype=dtype))
+    for size in [(0, 0), (0, 5), (5, 0)]:
+        with pytest.raises(ValueError, match=f"image 1 is {size[0]}×{size[1]} pixels"):
+            hasher.encode([Image.new("RGB", (4, 4)), Image.new("RGB", size)])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_input_blames_the_input_not_the_checkpoint(small, bad):
+    hasher = Hasher(load_checkpoint(small))
+    for size in (40, 23):  # at the trained size, and resized
+        x = torch.rand(3, 3, size, size)
+        x[2, 1, 3, 4] = bad
+        for call in (hasher.encode, hasher.outputs):
+            with pytest.raises(ValueError, match="image 2 of the input holds NaN or inf values"):
+                call(x)
+    with pytest.raises(ValueError, match="image 0 of the input holds NaN or inf"):
+        hasher.forward(torch.full((1, 3, 40, 40), bad))
+
+
+def test_nan_outputs_for_finite_input_blame_the_checkpoint(small):
+    hasher = Hasher(load_checkpoint(small))
+    with torch.no_grad():
+        next(hasher.model.parameters()).fill_(float("nan"))
+    with pytest.raises(UserError, match="gives NaN outputs for finite input; the checkpoint is broken"):
+        hasher.encode(torch.rand(2, 3, 40, 40))
