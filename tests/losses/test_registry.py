@@ -27,14 +27,14 @@ def scratch_names():
 
 def test_every_loss_in_the_package_is_registered():
     # registration order: HyP² first (the package imports it first), then the baselines' modules
-    assert LOSSES.names() == ["hyp2", "csq", "dhn", "dpsh", "hashnet", "idhn", "orthohash", "proxy_anchor"]
+    assert LOSSES.names() == ["hyp2", "csq", "dcilh", "dhn", "dpsh", "hashnet", "idhn", "orthohash", "proxy_anchor"]
     assert LOSSES.get("dpsh").options[0].name == "eta" and LOSSES.get("dpsh").options[0].default == 10.0
 
 
 @pytest.mark.parametrize("call", [
     lambda: build_loss("nope", 3, 4), lambda: LOSSES.get("nope")])
 def test_unknown_loss_names_the_known_ones(call):
-    with pytest.raises(UserError, match=r"^unknown loss 'nope'; known losses: hyp2, csq, dhn, dpsh, hashnet, ") as e:
+    with pytest.raises(UserError, match=r"^unknown loss 'nope'; known losses: hyp2, csq, dcilh, dhn, dpsh, ") as e:
         call()
     assert isinstance(e.value, ValueError)  # what a Python caller expects of a bad argument
 
