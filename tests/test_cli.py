@@ -104,7 +104,7 @@ def test_test_without_checkpoint(tmp_path, capsys):
     (["--dataset", "demo", "--backbone", "vgg"], "--backbone: unknown backbone 'vgg'; known backbones: googlenet"),
     (["--dataset", "demo", "--hash_bit", "0"], "--hash_bit 0: must be between 1 and 256"),
     (["--dataset", "demo", "--hash_bit", "300"], "--hash_bit 300: must be between 1 and 256"),
-    (["--dataset", "demo", "--loss", "nope"], "--loss: unknown loss 'nope'; known losses: hyp2, csq, dhn"),
+    (["--dataset", "demo", "--loss", "nope"], "--loss: unknown loss 'nope'; known losses: hyp2, csq, dcilh, dhn"),
     (["--dataset", "demo", "--batch_size", "0"], "--batch_size 0: must be at least 1"),
     (["--dataset", "demo", "--backbone", "alexnet", "--image_size", "32"],
      "--image_size 32: must be between 63 and 1024"),
