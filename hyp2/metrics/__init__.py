@@ -40,6 +40,8 @@ measurements.
 """
 from .functions import *  # noqa: F403 - the public functions, listed in functions.__all__
 from .functions import __all__ as _functions
+from .multilabel import *  # noqa: F403 - graded multi-label metrics and tie-aware mAP
+from .multilabel import __all__ as _multilabel
 from .options import EngineOptions
 
-__all__ = [*_functions, "EngineOptions"]
+__all__ = [*_functions, *_multilabel, "EngineOptions"]

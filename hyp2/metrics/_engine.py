@@ -140,21 +140,25 @@ class LabelOperands:
     """The 0/1 label matrices as matmul operands, for the relevance of every (query, item) pair.
 
     The product of 0/1 label rows counts the shared labels; a sum of non-negative terms rounds to
-    zero only when it is zero, so ``> 0`` is exact in any precision (:meth:`positive`).
+    zero only when it is zero, so ``> 0`` is exact in any precision (:meth:`positive`). The counts
+    themselves (at most C) are exact too: the compute dtype holds every integer up to C, or
+    float32 is used when it does not (more than 256 classes in bfloat16).
     """
 
     def __init__(self, query_labels: torch.Tensor, eng: Distances):
         self.eng = eng
-        self.q_op = query_labels.to(eng.device).to(eng.dtype)
+        classes = query_labels.shape[1]
+        self.dtype = eng.dtype if classes <= EXACT_INT[eng.dtype] else torch.float32
+        self.q_op = query_labels.to(eng.device).to(self.dtype)
 
     def block(self, labels, lo: int, hi: int) -> torch.Tensor:
         """``(B, C)`` operand of database rows ``lo:hi`` (``labels`` is a LabelSource)."""
-        return labels.block(lo, hi, device=self.eng.device).to(self.eng.dtype)
+        return labels.block(lo, hi, device=self.eng.device).to(self.dtype)
 
     def relevant(self, rows: slice, op: torch.Tensor, scratch: Scratch) -> torch.Tensor:
-        """``(r, B)`` shared-label counts in the compute dtype (a view of a scratch buffer)."""
+        """``(r, B)`` exact shared-label counts as floats (a view of a scratch buffer)."""
         q = self.q_op[rows]
-        out = scratch.get("labels", (q.shape[0], op.shape[0]), self.eng.dtype)
+        out = scratch.get("labels", (q.shape[0], op.shape[0]), self.dtype)
         return torch.mm(q, op.T, out=out)
 
     def positive(self, counts: torch.Tensor) -> Any:

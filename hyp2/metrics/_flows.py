@@ -21,8 +21,9 @@ import torch
 
 from ._consumers import ENTRY_BYTES, Both, Histogram, RankAP, TopK, divide_or_zero, pick_topk, stable_order
 from ._engine import Distances, LabelOperands
+from ._graded import RankGraded, label_histogram, shared_counts
 from ._inputs import CodeSource, LabelSource
-from ._scan import Unit, run_unit, scan
+from ._scan import Unit, run_parallel, run_unit, scan
 from .options import EngineOptions
 
 _SELECT_SHARE = 8  # rankings deeper than N / 8 are scored by RankAP instead of candidates
@@ -67,18 +68,35 @@ class Problem:
         self._db_masks: np.ndarray | None = None
         self._lock = threading.Lock()
 
+    def db_masks(self) -> np.ndarray:
+        """``(N, W)`` int64 label bitmasks of the database (8 bytes per item and 64 classes)."""
+        with self._lock:  # built once, by the first worker that needs it
+            if self._db_masks is None:
+                self._db_masks = self.labels.masks()
+        return self._db_masks
+
     def relevant(self, rows: slice, idx: np.ndarray) -> np.ndarray:
         """``(r, L)`` database indices -> ``(r, L)`` bool relevance to the queries ``rows``."""
         if idx.shape[1] == 0:  # a pass that needs no top-k: no label masks to build
             return np.zeros(idx.shape, dtype=bool)
-        with self._lock:  # built once, by the first worker that needs it
-            if self._db_masks is None:
-                self._db_masks = self.labels.masks()  # (N, W) int64: 8 bytes per item and 64 classes
+        masks = self.db_masks()
         q = self.q_masks[rows]
         out = np.zeros(idx.shape, dtype=bool)
         for w in range(q.shape[1]):
-            out |= (self._db_masks[:, w].take(idx) & q[:, w: w + 1]) != 0
+            out |= (masks[:, w].take(idx) & q[:, w: w + 1]) != 0
         return out
+
+    def shared(self, rows: slice, idx: np.ndarray) -> np.ndarray:
+        """``(r, L)`` database indices -> ``(r, L)`` labels each shares with its query (``rows``)."""
+        if idx.shape[1] == 0:
+            return np.zeros(idx.shape, dtype=np.uint8)
+        return shared_counts(self.q_masks[rows], self.db_masks(), idx)
+
+    def ideal(self) -> np.ndarray:
+        """``(Q, C+1)`` histograms of the shared labels r over the whole database (for IDCG)."""
+        workers = self.options.workers_for(torch.device("cpu"))
+        return label_histogram(self.q_masks, self.db_masks(), self.labels.classes,
+                               run=lambda fn, items: run_parallel(fn, list(items), workers))
 
     def histograms(self, with_rel: bool, db: CodeSource | None = None) -> np.ndarray:
         """``(Q, K+1)`` counts per distance, or ``(Q, 2, K+1)`` [irrelevant, relevant] with ``with_rel``,
@@ -181,12 +199,19 @@ class Problem:
             out.update({int(bad[r0 + i]): (top[i], top_d[i]) for i in range(r1 - r0)})
         return out
 
-    def ranking_ap(self, depth: int, hist: np.ndarray | None = None) -> np.ndarray:
-        """``(Q,)`` AP@depth of every query through :class:`RankAP` (any depth, no stored ranking)."""
+    def ranking_ap(self, depth: int, hist: np.ndarray | None = None, ideal: np.ndarray | None = None,
+                   ) -> np.ndarray:
+        """``(Q,)`` AP@depth of every query through :class:`RankAP` (any depth, no stored ranking);
+        with ``ideal`` (:meth:`ideal`), ``(Q, 4)`` AP, ACG, NDCG and WAP through :class:`RankGraded`."""
         if hist is None:
             hist = self.histograms(True)
-        cons = RankAP(self.eng, self.lab_ops, hist, depth)
-        parts = scan(self.eng, self.db, cons, per_query_bytes=48 * (self.num_bits + 1), split_db=False,
+        per_query = 48 * (self.num_bits + 1)
+        if ideal is None:
+            cons = RankAP(self.eng, self.lab_ops, hist, depth)
+        else:
+            cons = RankGraded(self.eng, self.lab_ops, hist, depth, ideal)
+            per_query += 16 * (self.num_bits + 1)
+        parts = scan(self.eng, self.db, cons, per_query_bytes=per_query, split_db=False,
                      labels=self.labels, lab_ops=self.lab_ops, group_fn=lambda rows, results: results[0])
         return np.concatenate(parts)
 
