@@ -278,10 +278,8 @@ class RankAP:
             cnt = _bincount_rows(d, k1, False)
             p = pt.cpu().numpy()
             src = (order + _row_offsets(r, width, order)).view(-1)[pt] if self.wants_counts else None
-        counts = None
-        if self.wants_counts:  # shared-label counts of the relevant items, in the same order
-            shared = rel.reshape(-1)
-            counts = shared[torch.as_tensor(src, device=shared.device)].to(torch.int64).cpu().numpy()
+        # shared-label counts of the relevant items, in the same order
+        counts = self.lab_ops.values(rel, src) if self.wants_counts else None
         self._terms(st, r0, r1, width, dd, p, cnt, counts)
 
     def _terms(self, st, r0: int, r1: int, width: int, dd: np.ndarray, p: np.ndarray, cnt: np.ndarray,

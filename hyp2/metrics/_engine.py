@@ -161,6 +161,19 @@ class LabelOperands:
         out = scratch.get("labels", (q.shape[0], op.shape[0]), self.dtype)
         return torch.mm(q, op.T, out=out)
 
+    def values(self, counts: torch.Tensor, flat: Any) -> np.ndarray:
+        """The counts (a tensor of :meth:`relevant`) at ``flat`` positions of its flattened form:
+        int64 numpy. The numpy engine reads the float bits with numpy (bfloat16: the top half of
+        a float32), avoiding a torch op per tile."""
+        if not self.eng.numpy:
+            flat_counts = counts.reshape(-1)
+            return flat_counts[torch.as_tensor(flat, device=flat_counts.device)].to(torch.int64).cpu().numpy()
+        if counts.dtype == torch.bfloat16:
+            bits = counts.view(torch.int16).numpy().reshape(-1).take(flat).astype(np.int32)
+            bits <<= 16
+            return bits.view(np.float32).astype(np.int64)
+        return counts.numpy().reshape(-1).take(flat).astype(np.int64)  # float16 and float32: numpy types
+
     def positive(self, counts: torch.Tensor) -> Any:
         """Relevance (count > 0) as a bool numpy array (numpy engine) or tensor. A non-negative
         float is positive exactly when its bits, read as a signed integer, are: one integer

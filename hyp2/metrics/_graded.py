@@ -125,23 +125,30 @@ def ideal_dcg(ideal: np.ndarray, depth: int, gains: np.ndarray) -> np.ndarray:
 
 
 def graded_terms(counts: np.ndarray, ideal: np.ndarray) -> np.ndarray:
-    """Per-query ACG, NDCG and WAP at k of stored rankings.
+    """Per-query AP, ACG, NDCG and WAP at k of stored rankings.
 
     Args:
         counts: ``(c, k)`` shared-label counts r in rank order (the top k of each query).
         ideal: ``(c, C+1)`` histograms of r over the whole database (:func:`label_histogram`).
     Returns:
-        ``(c, 3)`` float64: ACG@k, NDCG@k, WAP@k of each query.
+        ``(c, 4)`` float64: AP@k (relevant: r > 0), ACG@k, NDCG@k, WAP@k of each query.
     """
     c, k = counts.shape
-    cum = np.cumsum(counts, axis=1, dtype=np.int64)
     rel = counts > 0
-    acg_at = cum / np.arange(1, k + 1)
-    wap = divide_or_zero((acg_at * rel).sum(1), np.count_nonzero(rel, axis=1))
+    w = rel / np.arange(1, k + 1)  # [r_i > 0] / i
+    n_rel = np.count_nonzero(rel, axis=1)
+    acc = np.int32 if k * (ideal.shape[1] - 1) < 2**31 else np.int64
+    hits = np.cumsum(rel, axis=1, dtype=acc)
+    cum = np.cumsum(counts, axis=1, dtype=acc)
+    # Row dot products by einsum: per-row sums, whatever c, and no BLAS threads.
+    ap = divide_or_zero(np.einsum("ij,ij->i", hits, w), n_rel)
+    wap = divide_or_zero(np.einsum("ij,ij->i", cum, w), n_rel)  # Σ ACG@i over relevant i / their number
     gains = gain_table(ideal)
-    dcg = (np.take_along_axis(gains, counts.astype(np.intp), 1) / np.log2(np.arange(2, k + 2))).sum(1)
+    key = counts.astype(np.intp)
+    key += (np.arange(c) * gains.shape[1])[:, None]
+    dcg = np.einsum("ij,j->i", gains.reshape(-1).take(key), 1.0 / np.log2(np.arange(2, k + 2)))
     ndcg = divide_or_zero(dcg, ideal_dcg(ideal, k, gains))
-    return np.stack([cum[:, -1] / k, ndcg, wap], axis=1)
+    return np.stack([ap, cum[:, -1] / k, ndcg, wap], axis=1)
 
 
 class RankGraded(RankAP):
@@ -184,11 +191,10 @@ class RankGraded(RankAP):
         gain = self.gains[g0:g0 + r].reshape(-1).take(qi * self.gains.shape[1] + counts)
         inv = 1.0 / rank
         dcg = gain / np.log2(rank + 1.0)
-        acg = counts.astype(np.float64)
-        if keep is not None:
-            for a in (inv, dcg, acg):
-                a *= keep
-        st["acg"][r0:r1] += np.bincount(qi, weights=acg, minlength=r)
+        if keep is not None:  # else every item is ranked within the depth: ACG comes from rsum
+            inv *= keep
+            dcg *= keep
+            st["acg"][r0:r1] += np.bincount(qi, weights=counts * keep, minlength=r)
         st["dcg"][r0:r1] += np.bincount(qi, weights=dcg, minlength=r)
         st["wap"][r0:r1] += np.bincount(qi, weights=upto * inv, minlength=r)
         st["inv"][r0:r1] += np.bincount(flat, weights=inv, minlength=r * k1).reshape(r, k1)
@@ -200,4 +206,5 @@ class RankGraded(RankAP):
         below = st["rsum"].cumsum(1) - st["rsum"]  # sum of r over the items at smaller distances
         wap = divide_or_zero(st["wap"] + (below * st["inv"]).sum(1), st["hits"])
         ndcg = divide_or_zero(st["dcg"], self.idcg[st["rows"]])
-        return np.stack([ap, st["acg"] / self.depth, ndcg, wap], axis=1)
+        acg = st["acg"] if self.depth < self.n_db else st["rsum"].sum(1)
+        return np.stack([ap, acg / self.depth, ndcg, wap], axis=1)

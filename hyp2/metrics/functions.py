@@ -278,10 +278,8 @@ def evaluate_all(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: 
         counts = prob.shared(rows, idx)
         rel = counts > 0
         pn, rn = _precision_recall_at(rel, hist[:, 1].sum(1), ns_list)
-        per_query = np.zeros((len(rel), 4))  # AP, ACG, NDCG, WAP (a deep k: from the ranking pass)
-        if not deep:
-            per_query[:, 0] = average_precision(rel[:, :k])
-            per_query[:, 1:] = graded_terms(counts[:, :k], ideal[rows])
+        # AP, ACG, NDCG, WAP of each query (for a deep k, from the ranking pass below)
+        per_query = np.zeros((len(rel), 4)) if deep else graded_terms(counts[:, :k], ideal[rows])
         return per_query, prec.sum(0), rec.sum(0), pn, rn, hist
 
     if depth and not prob.caps_count_all(depth):  # one pass: top-k and histograms

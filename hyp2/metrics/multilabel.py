@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._flows import Problem, average_precision
+from ._flows import Problem
 from ._graded import graded_terms
 from ._inputs import check_topk
 from ._ties import tie_aware_ap
@@ -41,8 +41,7 @@ def _graded(prob: Problem, k: int, with_ndcg: bool = True) -> np.ndarray:
         return prob.ranking_ap(k, ideal=ideal).sum(0) / prob.num_queries
 
     def per_query(rows: slice, idx: np.ndarray, _: np.ndarray) -> np.ndarray:
-        counts = prob.shared(rows, idx)
-        return np.concatenate([average_precision(counts > 0)[:, None], graded_terms(counts, ideal[rows])], 1)
+        return graded_terms(prob.shared(rows, idx), ideal[rows])
 
     # One sum over the per-query values, in query order: the same bits whatever the chunking.
     return np.concatenate(prob.topk(k, prob.caps(k), per_query)).sum(0) / prob.num_queries
