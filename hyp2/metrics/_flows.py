@@ -92,11 +92,13 @@ class Problem:
             return np.zeros(idx.shape, dtype=np.uint8)
         return shared_counts(self.q_masks[rows], self.db_masks(), idx)
 
+    def run(self, fn: Callable[[Any], Any], items) -> list:
+        """``[fn(x) for x in items]`` on the CPU worker threads (numpy work on per-query arrays)."""
+        return run_parallel(fn, list(items), self.options.workers_for(torch.device("cpu")))
+
     def ideal(self) -> np.ndarray:
         """``(Q, C+1)`` histograms of the shared labels r over the whole database (for IDCG)."""
-        workers = self.options.workers_for(torch.device("cpu"))
-        return label_histogram(self.q_masks, self.db_masks(), self.labels.classes,
-                               run=lambda fn, items: run_parallel(fn, list(items), workers))
+        return label_histogram(self.q_masks, self.db_masks(), self.labels.classes, run=self.run)
 
     def histograms(self, with_rel: bool, db: CodeSource | None = None) -> np.ndarray:
         """``(Q, K+1)`` counts per distance, or ``(Q, 2, K+1)`` [irrelevant, relevant] with ``with_rel``,

@@ -43,7 +43,7 @@ _DIRECT = 16  # harmonic terms 1/j with j below this are summed one by one
 # B_2k / (2k) for k = 1..7: ψ(x) ~ log x − 1/(2x) − Σ_k B_2k / (2k x^2k); at x >= 16 the next
 # term is below 1e-19 of the sum.
 _BERNOULLI = (1 / 12, -1 / 120, 1 / 252, -1 / 240, 1 / 132, -691 / 32760, 1 / 12)
-_MIXTURE_CELLS = 1 << 22  # (query, x) cells of the hypergeometric sums at once
+_MIXTURE_CELLS = 1 << 20  # (query, x) cells of the hypergeometric sums at once (~8 float64 arrays)
 
 
 def harmonic_diff(s, n) -> np.ndarray:
@@ -70,12 +70,13 @@ def _group_sum(s, n, m, rb) -> np.ndarray:
     return divide_or_zero(m, n) * ((rb + 1) * dh + divide_or_zero(np.maximum(m - 1, 0), n - 1) * tail)
 
 
-def tie_aware_ap(hist: np.ndarray, depth: int) -> np.ndarray:
+def tie_aware_ap(hist: np.ndarray, depth: int, run=map) -> np.ndarray:
     """Expected AP@depth of each query over all orders of the items at equal distance.
 
     Args:
         hist: ``(Q, 2, K+1)`` [irrelevant, relevant] items at each distance (the whole database).
         depth: k, 1 <= k <= N.
+        run: ``run(fn, items)`` -> results in order (e.g. worker threads).
     Returns:
         ``(Q,)`` float64 (0 for a query with no relevant item within k in any order).
     """
@@ -88,41 +89,55 @@ def tie_aware_ap(hist: np.ndarray, depth: int) -> np.ndarray:
     g = (n_all.cumsum(1) < depth).sum(1)[:, None]
     s, n, m, rb = (np.take_along_axis(a, g, 1)[:, 0] for a in (before, n_all, rel, rel_before))
     c = np.take_along_axis(full.cumsum(1) - full, g, 1)[:, 0]
-    return _cut_expectation(s, n, m, rb, c, depth - s)
+    return _cut_expectation(s, n, m, rb, c, depth - s, run)
 
 
-def _cut_expectation(s, n, m, rb, c, t) -> np.ndarray:
+def _cut_expectation(s, n, m, rb, c, t, run) -> np.ndarray:
     """Σ_x P(X = x) (c + G(x)) / (rb + x) for each query, X hypergeometric (t of n items, m
-    relevant); the queries are taken in batches of at most :data:`_MIXTURE_CELLS` cells."""
+    relevant), G the group sum of (t, x); queries in batches of at most :data:`_MIXTURE_CELLS`
+    (query, x) cells."""
     lo = np.maximum(0, t - (n - m))
     hi = np.minimum(m, t)
-    out = np.empty(len(s))
+    dh = harmonic_diff(s, t)
+    # G(x) = x (a + b (x − 1)): the group formula with (t, x) for (n, m)
+    a = (rb + 1) * dh / t
+    b = divide_or_zero(t - (s + 1) * dh, t * (t - 1.0))
+    cols = np.stack([lo, hi, c, rb, a, b, n - m - t, m, t], axis=1).astype(np.float64)
     order = np.argsort(hi - lo, kind="stable")  # ascending widths: batches of similar widths pad little
     widths = (hi - lo + 1)[order]
-    start = 0
+    batches, start = [], 0
     while start < len(order):
         # the batch's width is its last (largest) one
         stop = start + max(1, int(np.searchsorted(np.arange(1, len(order) - start + 1) * widths[start:],
                                                   _MIXTURE_CELLS, side="right")))
-        b = order[start:stop]
-        out[b] = _mixture(*(a[b, None].astype(np.float64) for a in (s, n, m, rb, c, t, lo, hi)), int(widths[stop - 1]))
+        batches.append((order[start:stop], int(widths[stop - 1])))
         start = stop
+    out = np.empty(len(s))
+    for (rows, _), values in zip(batches, run(lambda batch: _mixture(cols[batch[0]], batch[1]), batches)):
+        out[rows] = values
     return out
 
 
-def _mixture(s, n, m, rb, c, t, lo, hi, width: int) -> np.ndarray:
-    """:func:`_cut_expectation` for one batch: every argument a ``(b, 1)`` float64 column."""
+def _mixture(cols: np.ndarray, width: int) -> np.ndarray:
+    """:func:`_cut_expectation` for one batch: ``cols`` ``(r, 9)`` float64 per query (lo, hi, c,
+    rb, a, b, n − m − t, m, t)."""
+    lo, hi, c, rb, a, b, rest, m, t = (cols[:, i: i + 1] for i in range(9))
     x = lo + np.arange(width)
-    valid = x <= hi
-    # log P(X = x) up to a constant, from the ratios P(x+1)/P(x) (each exact to a few ulps).
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xs = x[:, :-1]
-        ratio = (m - xs) * (t - xs) / ((xs + 1) * (n - m - t + xs + 1))
-        logp = np.concatenate([np.zeros_like(s), np.cumsum(np.log(np.where(valid[:, 1:], ratio, 1.0)), 1)], 1)
-    logp[~valid] = -np.inf
-    w = np.exp(logp - logp.max(1, keepdims=True))
-    w /= w.sum(1, keepdims=True)
-    dh = harmonic_diff(s, t)
-    tail = t - (s + 1) * dh
-    inside = divide_or_zero(x, t) * ((rb + 1) * dh + divide_or_zero(np.maximum(x - 1, 0), t - 1) * tail)
-    return (w * divide_or_zero(c + inside, rb + x)).sum(1)
+    # log P(X = x) up to a constant, from the exact ratios P(x+1)/P(x). At x = hi the ratio is 0
+    # (m − x or t − x is), so every x past the support gets weight exp(−inf) = 0.
+    xs = x[:, :-1]
+    ratio = (m - xs) * (t - xs)
+    ratio /= (xs + 1) * (rest + xs + 1)
+    np.maximum(ratio, 0.0, out=ratio)
+    logp = np.empty_like(x)
+    logp[:, 0] = 0.0
+    with np.errstate(divide="ignore"):
+        np.cumsum(np.log(ratio, out=ratio), axis=1, out=logp[:, 1:])
+    logp -= logp.max(1, keepdims=True)
+    w = np.exp(logp, out=logp)
+    value = (x - 1) * b
+    value += a
+    value *= x
+    value += c
+    value /= np.maximum(rb + x, 1.0)  # rb + x = 0 only where c and G(x) are 0
+    return np.einsum("ij,ij->i", w, value) / w.sum(1)

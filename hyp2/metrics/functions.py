@@ -297,7 +297,7 @@ def evaluate_all(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: 
     if deep:
         per_query = prob.ranking_ap(k, hist, ideal)
     ap_k, acg_k, ndcg_k, wap_k = (float(v) for v in per_query.sum(0) / nq)
-    tie = float(tie_aware_ap(hist, k).sum() / nq)
+    tie = float(tie_aware_ap(hist, k, run=prob.run).sum() / nq)
     curve_p = (c_prec / nq).tolist()
     return {
         "map": ap_k,

@@ -122,4 +122,4 @@ def tie_aware_map(query_codes: Any, db_codes: Any, query_labels: Any, db_labels:
     """
     prob = _problem(query_codes, db_codes, num_bits, chunk_size, options, query_labels, db_labels)
     k = check_topk(topk, prob.db.rows)
-    return float(tie_aware_ap(prob.histograms(True), k).sum() / prob.num_queries)
+    return float(tie_aware_ap(prob.histograms(True), k, run=prob.run).sum() / prob.num_queries)
