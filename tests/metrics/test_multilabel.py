@@ -330,3 +330,17 @@ def test_cuda_codes_give_the_cpu_values():
         assert M.graded_metrics(*cuda, topk) == {key: pytest.approx(v, abs=1e-12)
                                                  for key, v in M.graded_metrics(q, d, ql, dl, topk).items()}
         assert M.tie_aware_map(*cuda, topk) == pytest.approx(M.tie_aware_map(q, d, ql, dl, topk), abs=1e-12)
+
+
+@pytest.mark.parametrize("numpy_has_bitwise_count", [True, False])
+def test_popcount_of_label_masks(monkeypatch, numpy_has_bitwise_count):
+    # Label bitmasks use all 64 bits (negative int64 included); numpy < 2 has no bitwise_count.
+    from hyp2.metrics._graded import popcount
+
+    if not numpy_has_bitwise_count:
+        monkeypatch.delattr(np, "bitwise_count", raising=False)
+    x = np.random.default_rng(0).integers(-2**63, 2**63 - 1, (7, 5), dtype=np.int64, endpoint=True)
+    x[0, :3] = [-1, 0, -2**63]
+    expected = [[bin(int(v) & (2**64 - 1)).count("1") for v in row] for row in x]
+    np.testing.assert_array_equal(popcount(x), expected)
+    np.testing.assert_array_equal(popcount(x[:, ::2]), np.array(expected)[:, ::2])  # strided input
