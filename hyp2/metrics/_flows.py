@@ -6,7 +6,8 @@ distance cap estimated from a strided database sample (with a safety margin) and
 k candidates) is redone exactly, with an exact cap (from a histogram, when one is known) or none.
 The results never depend on the estimates, only the speed does. Deep rankings (more than
 ``1 / _SELECT_SHARE`` of the database, or the whole of it) are scored without storing them: a
-histogram pass, then :class:`~._consumers.RankAP`.
+histogram pass, then :class:`~._consumers.RankAP` (or :class:`~._graded.RankGraded`, which adds the
+graded metrics).
 
 Part of :mod:`hyp2.metrics`, the evaluation protocol of HyP² Loss (Xu et al., "HyP² Loss: Beyond
 Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1).
