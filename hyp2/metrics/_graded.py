@@ -151,6 +151,16 @@ def graded_terms(counts: np.ndarray, ideal: np.ndarray) -> np.ndarray:
     return np.stack([ap, cum[:, -1] / k, ndcg, wap], axis=1)
 
 
+def _segment_sums(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Sums of consecutive segments of ``values`` of the given ``sizes`` (which add up to its
+    length; empty segments sum to 0): an array like ``sizes``, of ``values``' dtype."""
+    out = np.zeros(len(sizes), dtype=values.dtype)
+    filled = sizes > 0
+    if filled.any():
+        out[filled] = np.add.reduceat(values, (np.cumsum(sizes) - sizes)[filled])
+    return out
+
+
 class RankGraded(RankAP):
     """AP, ACG, NDCG and WAP at ``depth`` of every query from the ranks of its relevant items, as
     :class:`~._consumers.RankAP` finds them (no ranking stored).
@@ -171,6 +181,10 @@ class RankGraded(RankAP):
         super().__init__(eng, lab_ops, hist, depth)
         self.gains = gain_table(ideal)
         self.idcg = ideal_dcg(ideal, depth, self.gains)
+        # 1 / log2(rank + 1) by rank (index 0 unused), when the depth is small enough for a table
+        self.discount = None
+        if depth <= _DISCOUNT_BLOCK:
+            self.discount = np.concatenate([[0.0], 1.0 / np.log2(np.arange(2, depth + 2, dtype=np.float64))])
 
     def start(self, n_rows: int, first_row: int = 0) -> dict[str, Any]:
         st = super().start(n_rows, first_row)
@@ -180,25 +194,31 @@ class RankGraded(RankAP):
         return st
 
     def _more(self, st, r0: int, r1: int, qi, flat, rank, keep, rcnt, counts) -> None:
+        # The relevant items come grouped by row and, within a row, by distance (in rank order):
+        # per-row and per-(row, distance) sums are segment sums.
         r, k1 = r1 - r0, self.eng.num_bits + 1
         rsum = st["rsum"][r0:r1]
+        per_pair, per_row = rcnt.reshape(-1), rcnt.sum(1)
+        block = _segment_sums(counts, per_pair)  # this block's sum of r per (row, distance)
         # Sum of r over the items at the item's distance ranked up to it (itself included): earlier
-        # blocks', then this block's relevant items of the same (row, distance) up to it.
-        csum = np.cumsum(counts)
-        first = rcnt.reshape(-1).cumsum() - rcnt.reshape(-1)  # each (row, distance)'s first item
-        upto = rsum.reshape(-1).take(flat) + csum - (csum - counts)[first.take(flat)]
+        # blocks' (rsum), then a running sum over this block's items less the sums of the
+        # (row, distance) pairs before its own.
+        upto = (rsum.reshape(-1) - (np.cumsum(block) - block)).take(flat) + np.cumsum(counts)
         g0 = st["rows"].start + r0
         gain = self.gains[g0:g0 + r].reshape(-1).take(qi * self.gains.shape[1] + counts)
         inv = 1.0 / rank
-        dcg = gain / np.log2(rank + 1.0)
+        if self.discount is not None:  # ranks past the depth (clipped) are dropped by keep below
+            dcg = gain * self.discount.take(rank, mode="clip")
+        else:
+            dcg = gain / np.log2(rank + 1.0)
         if keep is not None:  # else every item is ranked within the depth: ACG comes from rsum
             inv *= keep
             dcg *= keep
-            st["acg"][r0:r1] += np.bincount(qi, weights=counts * keep, minlength=r)
-        st["dcg"][r0:r1] += np.bincount(qi, weights=dcg, minlength=r)
-        st["wap"][r0:r1] += np.bincount(qi, weights=upto * inv, minlength=r)
-        st["inv"][r0:r1] += np.bincount(flat, weights=inv, minlength=r * k1).reshape(r, k1)
-        rsum += np.rint(np.bincount(flat, weights=counts, minlength=r * k1)).astype(np.int64).reshape(r, k1)
+            st["acg"][r0:r1] += _segment_sums(counts * keep, per_row)
+        st["dcg"][r0:r1] += _segment_sums(dcg, per_row)
+        st["wap"][r0:r1] += _segment_sums(upto * inv, per_row)
+        st["inv"][r0:r1] += _segment_sums(inv, per_pair).reshape(r, k1)
+        rsum += block.reshape(r, k1)
 
     def finish(self, st: dict[str, Any]) -> np.ndarray:
         """``(r, 4)`` AP, ACG, NDCG and WAP at the depth of each query."""
