@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ._consumers import ENTRY_BYTES, Both, Histogram, RankAP, TopK, divide_or_zero, pick_topk, stable_order
+from ._consumers import ENTRY_BYTES, Both, Histogram, RankAP, TopK, pick_topk, stable_order
 from ._engine import Distances, LabelOperands
 from ._graded import RankGraded, label_histogram, shared_counts
 from ._inputs import CodeSource, LabelSource
@@ -226,13 +226,3 @@ class Problem:
 def thresholds(counts: np.ndarray, need: float | np.ndarray) -> np.ndarray:
     """Smallest distance t whose cumulative count reaches ``need`` (K+1 when none): ``(Q,)``."""
     return (counts.cumsum(1) < need).sum(1).astype(np.int64)
-
-
-def average_precision(rel: np.ndarray) -> np.ndarray:
-    """``(c, L)`` bool relevance in rank order -> ``(c,)`` float64 AP (0 with no relevant item)."""
-    cum = np.cumsum(rel, axis=1, dtype=np.int64)
-    prec = cum / np.arange(1, rel.shape[1] + 1)  # precision@r at every rank r
-    prec *= rel
-    hits = prec.sum(1)
-    n_rel = cum[:, -1] if rel.shape[1] else np.zeros(len(rel), np.int64)
-    return divide_or_zero(hits, n_rel)

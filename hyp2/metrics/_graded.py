@@ -124,6 +124,16 @@ def ideal_dcg(ideal: np.ndarray, depth: int, gains: np.ndarray) -> np.ndarray:
     return (gains[:, ::-1] * (discount_sums(end) - discount_sums(start))).sum(1)
 
 
+def average_precision(rel: np.ndarray) -> np.ndarray:
+    """``(c, L)`` bool relevance in rank order -> ``(c,)`` float64 AP (0 with no relevant item)."""
+    cum = np.cumsum(rel, axis=1, dtype=np.int64)
+    prec = cum / np.arange(1, rel.shape[1] + 1)  # precision@r at every rank r
+    prec *= rel
+    hits = prec.sum(1)
+    n_rel = cum[:, -1] if rel.shape[1] else np.zeros(len(rel), np.int64)
+    return divide_or_zero(hits, n_rel)
+
+
 def graded_terms(counts: np.ndarray, ideal: np.ndarray) -> np.ndarray:
     """Per-query AP, ACG, NDCG and WAP at k of stored rankings.
 
@@ -135,13 +145,11 @@ def graded_terms(counts: np.ndarray, ideal: np.ndarray) -> np.ndarray:
     """
     c, k = counts.shape
     rel = counts > 0
+    ap = average_precision(rel)  # the very values mean_average_precision sums
     w = rel / np.arange(1, k + 1)  # [r_i > 0] / i
     n_rel = np.count_nonzero(rel, axis=1)
-    acc = np.int32 if k * (ideal.shape[1] - 1) < 2**31 else np.int64
-    hits = np.cumsum(rel, axis=1, dtype=acc)
-    cum = np.cumsum(counts, axis=1, dtype=acc)
+    cum = np.cumsum(counts, axis=1, dtype=np.int32 if k * (ideal.shape[1] - 1) < 2**31 else np.int64)
     # Row dot products by einsum: per-row sums, whatever c, and no BLAS threads.
-    ap = divide_or_zero(np.einsum("ij,ij->i", hits, w), n_rel)
     wap = divide_or_zero(np.einsum("ij,ij->i", cum, w), n_rel)  # Σ ACG@i over relevant i / their number
     gains = gain_table(ideal)
     key = counts.astype(np.intp)

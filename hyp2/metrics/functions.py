@@ -17,8 +17,8 @@ import torch
 
 from ..validate import check_int
 from ._consumers import Dense, RelevantCount, divide_or_zero
-from ._flows import Problem, average_precision
-from ._graded import graded_terms
+from ._flows import Problem
+from ._graded import average_precision, graded_terms
 from ._inputs import CodeSource, check_chunk, check_ns, check_topk
 from ._scan import scan
 from ._ties import tie_aware_ap
@@ -278,9 +278,10 @@ def evaluate_all(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: 
         counts = prob.shared(rows, idx)
         rel = counts > 0
         pn, rn = _precision_recall_at(rel, hist[:, 1].sum(1), ns_list)
-        # AP, ACG, NDCG, WAP of each query (for a deep k, from the ranking pass below)
+        # AP, ACG, NDCG, WAP of each query (for a deep k, from the ranking pass below); mAP is
+        # summed chunk by chunk, as mean_average_precision sums it: the same bits as training's mAP.
         per_query = np.zeros((len(rel), 4)) if deep else graded_terms(counts[:, :k], ideal[rows])
-        return per_query, prec.sum(0), rec.sum(0), pn, rn, hist
+        return per_query, prec.sum(0), rec.sum(0), pn, rn, hist, float(np.ascontiguousarray(per_query[:, 0]).sum())
 
     if depth and not prob.caps_count_all(depth):  # one pass: top-k and histograms
         parts = prob.topk(depth, prob.caps(depth), sums, hist_too=True)
@@ -291,12 +292,14 @@ def evaluate_all(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: 
         hist = prob.histograms(True)
         parts = [sums(slice(0, prob.num_queries), np.zeros((prob.num_queries, 0), np.int64), None, hist)]
     nq = prob.num_queries
-    c_prec, c_rec, p_at, r_at = (sum(p[i] for p in parts) for i in range(1, 5))
-    # Per-query values summed once, in query order: the same bits whatever the chunks.
+    c_prec, c_rec, p_at, r_at, ap_sum = (sum(p[i] for p in parts) for i in (1, 2, 3, 4, 6))
+    # The graded metrics' per-query values are summed once, in query order: the same bits whatever the chunks.
     per_query, hist = (np.concatenate([p[i] for p in parts]) for i in (0, 5))
     if deep:
         per_query = prob.ranking_ap(k, hist, ideal)
-    ap_k, acg_k, ndcg_k, wap_k = (float(v) for v in per_query.sum(0) / nq)
+        ap_sum = np.ascontiguousarray(per_query[:, 0]).sum()
+    ap_k = float(ap_sum / nq)
+    _, acg_k, ndcg_k, wap_k = (float(v) for v in per_query.sum(0) / nq)
     tie = float(tie_aware_ap(hist, k, run=prob.run).sum() / nq)
     curve_p = (c_prec / nq).tolist()
     return {

@@ -169,6 +169,14 @@ def test_random_against_naive(k_bits):
     check_graded(q, d, ql, dl, naive, (1, 7, 26, 27, 150, 211, 300, None), chunk_size=4)
 
 
+@pytest.mark.parametrize("topk", [7, 40, None])
+def test_evaluate_all_map_is_bit_identical_to_mean_average_precision(topk):
+    # Training reports mean_average_precision and --test evaluate_all's "map": the same bits,
+    # whatever the graded metrics computed beside it (300 queries: several chunks of queries).
+    q, d, ql, dl = multilabel_case(4, 300, 250, 9)
+    assert M.evaluate_all(q, d, ql, dl, topk)["map"] == M.mean_average_precision(q, d, ql, dl, topk)
+
+
 def test_single_label_wap_is_map():
     # One label per item: r is 0 or 1, ACG@k is precision@k and WAP@k is mAP@k.
     rng = np.random.default_rng(3)
