@@ -21,6 +21,10 @@ def test_one_code_length_is_exact_and_measured():
     assert row.get("same_topk_distances_as_faiss", True) is True
     assert ("faiss_search_s" in row) == (FAISS is not None)
     assert row["hyp2_s"] > 0 and row["loop_s"] > 0
+    # graded metrics and mAP alone, run alternately: same mAP, one time per run
+    assert row["graded"]["same_map"] is True
+    assert len(row["graded"]["graded_s"]) == len(row["graded"]["map_s"]) == 1 and row["graded"]["ratio"] > 0
+    assert set(row["graded"]["values"]) == {"map", "acg", "ndcg", "weighted_map", "topk"}
     # measured in a fresh process: ints, one per call
     assert isinstance(row["map_bytes"], int) and isinstance(row["evaluate_all_bytes"], int)
 

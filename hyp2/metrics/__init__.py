@@ -7,7 +7,10 @@ relevant to a query when the two share at least one label. The reported metric i
 official code uses topk = 5000 on NUS-WIDE, 1000 on MIRFLICKR-25K, the whole database on VOC).
 Precision@N, recall@N, the precision-recall curve over Hamming radii and the precision within
 Hamming radius 2 follow the usual deep-hashing protocol (e.g. Cao et al., "HashNet: Deep Learning
-to Hash by Continuation", ICCV 2017, experiments section).
+to Hash by Continuation", ICCV 2017, experiments section). Graded multi-label metrics (ACG, NDCG,
+weighted mAP: Zhao et al., DSRH, CVPR 2015) use the number of shared labels, and the tie-aware
+mAP (He et al., "Hashing as Tie-Aware Learning to Rank", CVPR 2018) averages AP over every order
+of the tied items (:mod:`.multilabel`).
 
 Conventions (all functions):
 
@@ -30,16 +33,20 @@ Conventions (all functions):
   copied once into native order). Metric values are python floats (or lists of floats). When a
   code array is a CUDA tensor the computation runs on that device.
 
-Layout: :mod:`.functions` holds the public functions; the engine behind them is
-:mod:`._engine` (distances by one exact low-precision matrix product), :mod:`._consumers` (the
-per-pair work: histograms, the running top-k, whole-ranking AP), :mod:`._scan` (the database
-streamed in blocks, queries in groups, worker threads) and :mod:`._flows` (the passes assembled).
+Layout: :mod:`.functions` and :mod:`.multilabel` hold the public functions; the engine behind
+them is :mod:`._engine` (distances by one exact low-precision matrix product), :mod:`._consumers`
+(the per-pair work: histograms, the running top-k, whole-ranking AP), :mod:`._graded` (shared-label
+counts, IDCG, the graded terms), :mod:`._ties` (the tie-aware AP's closed form), :mod:`._scan` (the
+database streamed in blocks, queries in groups, worker threads) and :mod:`._flows` (the passes
+assembled).
 Its knobs are :class:`EngineOptions`, passed explicitly as ``options=``; they change the speed
 and the memory, never a result. ``docs/evaluation.md`` explains the design and has the
 measurements.
 """
 from .functions import *  # noqa: F403 - the public functions, listed in functions.__all__
 from .functions import __all__ as _functions
+from .multilabel import *  # noqa: F403 - graded multi-label metrics and tie-aware mAP
+from .multilabel import __all__ as _multilabel
 from .options import EngineOptions
 
-__all__ = [*_functions, "EngineOptions"]
+__all__ = [*_functions, *_multilabel, "EngineOptions"]

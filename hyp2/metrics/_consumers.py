@@ -231,6 +231,7 @@ class RankAP:
 
     needs_keys = True
     needs_rel = True
+    wants_counts = False  # a subclass setting it gets each relevant item's shared labels in _more
 
     def __init__(self, eng: Distances, lab_ops: LabelOperands, hist: np.ndarray, depth: int):
         self.eng = eng
@@ -267,7 +268,8 @@ class RankAP:
             order = np.argsort(d, axis=1, kind="stable")  # each row's ranking within the block
             order += (np.arange(r) * width)[:, None]
             p = np.flatnonzero(relb.reshape(-1).take(order.reshape(-1)))  # ranked positions of relevant items
-            dd = d.reshape(-1).take(order.reshape(-1).take(p))
+            src = order.reshape(-1).take(p)  # their flat positions in the tile
+            dd = d.reshape(-1).take(src)
             cnt = _bincount_rows(d, k1, True)
         else:
             ranked, order = torch.sort(d, dim=1, stable=True)
@@ -275,12 +277,17 @@ class RankAP:
             dd = ranked.view(-1)[pt].cpu().numpy()
             cnt = _bincount_rows(d, k1, False)
             p = pt.cpu().numpy()
-        self._terms(st, r0, r1, width, dd, p, cnt)
+            src = (order + _row_offsets(r, width, order)).view(-1)[pt] if self.wants_counts else None
+        # shared-label counts of the relevant items, in the same order
+        counts = self.lab_ops.values(rel, src) if self.wants_counts else None
+        self._terms(st, r0, r1, width, dd, p, cnt, counts)
 
-    def _terms(self, st, r0: int, r1: int, width: int, dd: np.ndarray, p: np.ndarray, cnt: np.ndarray) -> None:
+    def _terms(self, st, r0: int, r1: int, width: int, dd: np.ndarray, p: np.ndarray, cnt: np.ndarray,
+               counts: np.ndarray | None) -> None:
         """AP terms of the relevant items of rows ``r0:r1`` of a block: ``dd`` their distances,
         ``p`` their flat positions in the rows' rankings within the block (ascending), ``cnt``
-        the ``(r, K+1)`` counts of the block's items at each distance."""
+        the ``(r, K+1)`` counts of the block's items at each distance, ``counts`` their shared
+        labels when :attr:`wants_counts` (then passed on to :meth:`_more`)."""
         k1, r = self.eng.num_bits + 1, r1 - r0
         g = slice(st["rows"].start + r0, st["rows"].start + r1)
         seen_all, seen_rel = st["seen_all"][r0:r1], st["seen_rel"][r0:r1]
@@ -299,14 +306,22 @@ class RankAP:
         rank = base_rank.reshape(-1).take(flat) + p
         hits = base_hits.reshape(-1).take(flat) + np.arange(len(p))
         terms = hits / rank
+        keep = None
         if self.depth < self.n_db:  # only the items ranked within the depth count
             keep = rank <= self.depth
             terms *= keep
             per_row = np.bincount(qi, weights=keep, minlength=r).astype(np.int64)
         st["ap"][r0:r1] += np.bincount(qi, weights=terms, minlength=r)
         st["hits"][r0:r1] += per_row
+        if counts is not None:
+            self._more(st, r0, r1, qi, flat, rank, keep, rcnt, counts)
         seen_all += cnt
         seen_rel += rcnt
+
+    def _more(self, st, r0: int, r1: int, qi, flat, rank, keep, rcnt, counts) -> None:
+        """Further per-item terms (a subclass's): ``qi`` row, ``flat`` row * (K+1) + distance,
+        ``rank`` and ``counts`` of each relevant item, ``keep`` whether it is within the depth
+        (None: all are), ``rcnt`` the ``(r, K+1)`` relevant items of the block at each distance."""
 
     def finish(self, st: dict[str, Any]) -> np.ndarray:
         """``(r,)`` AP of each query (0 when no relevant item is ranked within the depth)."""

@@ -140,22 +140,39 @@ class LabelOperands:
     """The 0/1 label matrices as matmul operands, for the relevance of every (query, item) pair.
 
     The product of 0/1 label rows counts the shared labels; a sum of non-negative terms rounds to
-    zero only when it is zero, so ``> 0`` is exact in any precision (:meth:`positive`).
+    zero only when it is zero, so ``> 0`` is exact in any precision (:meth:`positive`). The counts
+    themselves (at most C) are exact too: the compute dtype holds every integer up to C, or
+    float32 is used when it does not (more than 256 classes in bfloat16).
     """
 
     def __init__(self, query_labels: torch.Tensor, eng: Distances):
         self.eng = eng
-        self.q_op = query_labels.to(eng.device).to(eng.dtype)
+        classes = query_labels.shape[1]
+        self.dtype = eng.dtype if classes <= EXACT_INT[eng.dtype] else torch.float32
+        self.q_op = query_labels.to(eng.device).to(self.dtype)
 
     def block(self, labels, lo: int, hi: int) -> torch.Tensor:
         """``(B, C)`` operand of database rows ``lo:hi`` (``labels`` is a LabelSource)."""
-        return labels.block(lo, hi, device=self.eng.device).to(self.eng.dtype)
+        return labels.block(lo, hi, device=self.eng.device).to(self.dtype)
 
     def relevant(self, rows: slice, op: torch.Tensor, scratch: Scratch) -> torch.Tensor:
-        """``(r, B)`` shared-label counts in the compute dtype (a view of a scratch buffer)."""
+        """``(r, B)`` exact shared-label counts as floats (a view of a scratch buffer)."""
         q = self.q_op[rows]
-        out = scratch.get("labels", (q.shape[0], op.shape[0]), self.eng.dtype)
+        out = scratch.get("labels", (q.shape[0], op.shape[0]), self.dtype)
         return torch.mm(q, op.T, out=out)
+
+    def values(self, counts: torch.Tensor, flat: Any) -> np.ndarray:
+        """The counts (a tensor of :meth:`relevant`) at ``flat`` positions of its flattened form:
+        int64 numpy. The numpy engine reads the float bits with numpy (bfloat16: the top half of
+        a float32), avoiding a torch op per tile."""
+        if not self.eng.numpy:
+            flat_counts = counts.reshape(-1)
+            return flat_counts[torch.as_tensor(flat, device=flat_counts.device)].to(torch.int64).cpu().numpy()
+        if counts.dtype == torch.bfloat16:
+            bits = counts.view(torch.int16).numpy().reshape(-1).take(flat).astype(np.int32)
+            bits <<= 16
+            return bits.view(np.float32).astype(np.int64)
+        return counts.numpy().reshape(-1).take(flat).astype(np.int64)  # float16 and float32: numpy types
 
     def positive(self, counts: torch.Tensor) -> Any:
         """Relevance (count > 0) as a bool numpy array (numpy engine) or tensor. A non-negative

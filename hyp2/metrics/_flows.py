@@ -6,7 +6,8 @@ distance cap estimated from a strided database sample (with a safety margin) and
 k candidates) is redone exactly, with an exact cap (from a histogram, when one is known) or none.
 The results never depend on the estimates, only the speed does. Deep rankings (more than
 ``1 / _SELECT_SHARE`` of the database, or the whole of it) are scored without storing them: a
-histogram pass, then :class:`~._consumers.RankAP`.
+histogram pass, then :class:`~._consumers.RankAP` (or :class:`~._graded.RankGraded`, which adds the
+graded metrics).
 
 Part of :mod:`hyp2.metrics`, the evaluation protocol of HyP² Loss (Xu et al., "HyP² Loss: Beyond
 Hypersphere Metric Space for Multi-label Image Retrieval", ACM MM 2022, Sec. 4.1).
@@ -19,10 +20,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ._consumers import ENTRY_BYTES, Both, Histogram, RankAP, TopK, divide_or_zero, pick_topk, stable_order
+from ._consumers import ENTRY_BYTES, Both, Histogram, RankAP, TopK, pick_topk, stable_order
 from ._engine import Distances, LabelOperands
+from ._graded import RankGraded, label_histogram, shared_counts
 from ._inputs import CodeSource, LabelSource
-from ._scan import Unit, run_unit, scan
+from ._scan import Unit, run_parallel, run_unit, scan
 from .options import EngineOptions
 
 _SELECT_SHARE = 8  # rankings deeper than N / 8 are scored by RankAP instead of candidates
@@ -67,18 +69,37 @@ class Problem:
         self._db_masks: np.ndarray | None = None
         self._lock = threading.Lock()
 
+    def db_masks(self) -> np.ndarray:
+        """``(N, W)`` int64 label bitmasks of the database (8 bytes per item and 64 classes)."""
+        with self._lock:  # built once, by the first worker that needs it
+            if self._db_masks is None:
+                self._db_masks = self.labels.masks()
+        return self._db_masks
+
     def relevant(self, rows: slice, idx: np.ndarray) -> np.ndarray:
         """``(r, L)`` database indices -> ``(r, L)`` bool relevance to the queries ``rows``."""
         if idx.shape[1] == 0:  # a pass that needs no top-k: no label masks to build
             return np.zeros(idx.shape, dtype=bool)
-        with self._lock:  # built once, by the first worker that needs it
-            if self._db_masks is None:
-                self._db_masks = self.labels.masks()  # (N, W) int64: 8 bytes per item and 64 classes
+        masks = self.db_masks()
         q = self.q_masks[rows]
         out = np.zeros(idx.shape, dtype=bool)
         for w in range(q.shape[1]):
-            out |= (self._db_masks[:, w].take(idx) & q[:, w: w + 1]) != 0
+            out |= (masks[:, w].take(idx) & q[:, w: w + 1]) != 0
         return out
+
+    def shared(self, rows: slice, idx: np.ndarray) -> np.ndarray:
+        """``(r, L)`` database indices -> ``(r, L)`` labels each shares with its query (``rows``)."""
+        if idx.shape[1] == 0:
+            return np.zeros(idx.shape, dtype=np.uint8)
+        return shared_counts(self.q_masks[rows], self.db_masks(), idx)
+
+    def run(self, fn: Callable[[Any], Any], items) -> list:
+        """``[fn(x) for x in items]`` on the CPU worker threads (numpy work on per-query arrays)."""
+        return run_parallel(fn, list(items), self.options.workers_for(torch.device("cpu")))
+
+    def ideal(self) -> np.ndarray:
+        """``(Q, C+1)`` histograms of the shared labels r over the whole database (for IDCG)."""
+        return label_histogram(self.q_masks, self.db_masks(), self.labels.classes, run=self.run)
 
     def histograms(self, with_rel: bool, db: CodeSource | None = None) -> np.ndarray:
         """``(Q, K+1)`` counts per distance, or ``(Q, 2, K+1)`` [irrelevant, relevant] with ``with_rel``,
@@ -181,12 +202,19 @@ class Problem:
             out.update({int(bad[r0 + i]): (top[i], top_d[i]) for i in range(r1 - r0)})
         return out
 
-    def ranking_ap(self, depth: int, hist: np.ndarray | None = None) -> np.ndarray:
-        """``(Q,)`` AP@depth of every query through :class:`RankAP` (any depth, no stored ranking)."""
+    def ranking_ap(self, depth: int, hist: np.ndarray | None = None, ideal: np.ndarray | None = None,
+                   ) -> np.ndarray:
+        """``(Q,)`` AP@depth of every query through :class:`RankAP` (any depth, no stored ranking);
+        with ``ideal`` (:meth:`ideal`), ``(Q, 4)`` AP, ACG, NDCG and WAP through :class:`RankGraded`."""
         if hist is None:
             hist = self.histograms(True)
-        cons = RankAP(self.eng, self.lab_ops, hist, depth)
-        parts = scan(self.eng, self.db, cons, per_query_bytes=48 * (self.num_bits + 1), split_db=False,
+        per_query = 48 * (self.num_bits + 1)
+        if ideal is None:
+            cons = RankAP(self.eng, self.lab_ops, hist, depth)
+        else:
+            cons = RankGraded(self.eng, self.lab_ops, hist, depth, ideal)
+            per_query += 16 * (self.num_bits + 1)
+        parts = scan(self.eng, self.db, cons, per_query_bytes=per_query, split_db=False,
                      labels=self.labels, lab_ops=self.lab_ops, group_fn=lambda rows, results: results[0])
         return np.concatenate(parts)
 
@@ -198,13 +226,3 @@ class Problem:
 def thresholds(counts: np.ndarray, need: float | np.ndarray) -> np.ndarray:
     """Smallest distance t whose cumulative count reaches ``need`` (K+1 when none): ``(Q,)``."""
     return (counts.cumsum(1) < need).sum(1).astype(np.int64)
-
-
-def average_precision(rel: np.ndarray) -> np.ndarray:
-    """``(c, L)`` bool relevance in rank order -> ``(c,)`` float64 AP (0 with no relevant item)."""
-    cum = np.cumsum(rel, axis=1, dtype=np.int64)
-    prec = cum / np.arange(1, rel.shape[1] + 1)  # precision@r at every rank r
-    prec *= rel
-    hits = prec.sum(1)
-    n_rel = cum[:, -1] if rel.shape[1] else np.zeros(len(rel), np.int64)
-    return divide_or_zero(hits, n_rel)

@@ -17,9 +17,11 @@ import torch
 
 from ..validate import check_int
 from ._consumers import Dense, RelevantCount, divide_or_zero
-from ._flows import Problem, average_precision
+from ._flows import Problem
+from ._graded import average_precision, graded_terms
 from ._inputs import CodeSource, check_chunk, check_ns, check_topk
 from ._scan import scan
+from ._ties import tie_aware_ap
 from .options import DEFAULT_OPTIONS, EngineOptions
 
 __all__ = [
@@ -253,12 +255,15 @@ def evaluate_all(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: 
     Returns the ``test`` section of the run JSON (docs/run-json.md) without ``codes_sample``::
 
         {"map": float, "topk": k,
+         "acg": float, "ndcg": float, "weighted_map": float, "tie_aware_map": float,
          "precision_at_n": {"n": [...], "precision": [...]},
          "recall_at_n": {"n": [...], "recall": [...]},
          "pr_curve": {"radius": [0..K], "precision": [...], "recall": [...]},
          "precision_radius2": float}
 
-    ``topk`` reports the depth used, ``min(topk, N)``; ``n`` keeps only the N <= database size.
+    ``topk`` reports the depth used, ``min(topk, N)``; ``map``, ``acg``, ``ndcg``, ``weighted_map``
+    and ``tie_aware_map`` are all at that depth (:mod:`hyp2.metrics.multilabel` defines the last
+    four); ``n`` keeps only the N <= database size.
     """
     prob = _problem(query_codes, db_codes, num_bits, chunk_size, options, query_labels, db_labels)
     k = check_topk(topk, prob.db.rows)
@@ -266,13 +271,17 @@ def evaluate_all(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: 
     deep = prob.deep(k)
     depth = max(ns_list, default=0) if deep else max([k, *ns_list])
     k1 = prob.num_bits + 1
+    ideal = prob.ideal()  # histograms of shared labels over the database, for IDCG (no code pass)
 
     def sums(rows: slice, idx: np.ndarray, _: np.ndarray, hist: np.ndarray) -> tuple:
         prec, rec = _curve_terms(hist)
-        rel = prob.relevant(rows, idx)
+        counts = prob.shared(rows, idx)
+        rel = counts > 0
         pn, rn = _precision_recall_at(rel, hist[:, 1].sum(1), ns_list)
-        ap = 0.0 if deep else float(average_precision(rel[:, :k]).sum())
-        return ap, prec.sum(0), rec.sum(0), pn, rn, hist
+        # AP, ACG, NDCG, WAP of each query (for a deep k, from the ranking pass below); mAP is
+        # summed chunk by chunk, as mean_average_precision sums it: the same bits as training's mAP.
+        per_query = np.zeros((len(rel), 4)) if deep else graded_terms(counts[:, :k], ideal[rows])
+        return per_query, prec.sum(0), rec.sum(0), pn, rn, hist, float(np.ascontiguousarray(per_query[:, 0]).sum())
 
     if depth and not prob.caps_count_all(depth):  # one pass: top-k and histograms
         parts = prob.topk(depth, prob.caps(depth), sums, hist_too=True)
@@ -283,13 +292,23 @@ def evaluate_all(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: 
         hist = prob.histograms(True)
         parts = [sums(slice(0, prob.num_queries), np.zeros((prob.num_queries, 0), np.int64), None, hist)]
     nq = prob.num_queries
-    ap_sum, c_prec, c_rec, p_at, r_at = (sum(p[i] for p in parts) for i in range(5))
+    c_prec, c_rec, p_at, r_at, ap_sum = (sum(p[i] for p in parts) for i in (1, 2, 3, 4, 6))
+    # The graded metrics' per-query values are summed once, in query order: the same bits whatever the chunks.
+    per_query, hist = (np.concatenate([p[i] for p in parts]) for i in (0, 5))
     if deep:
-        ap_sum = prob.ranking_ap(k, np.concatenate([p[5] for p in parts])).sum()
+        per_query = prob.ranking_ap(k, hist, ideal)
+        ap_sum = np.ascontiguousarray(per_query[:, 0]).sum()
+    ap_k = float(ap_sum / nq)
+    _, acg_k, ndcg_k, wap_k = (float(v) for v in per_query.sum(0) / nq)
+    tie = float(tie_aware_ap(hist, k, run=prob.run).sum() / nq)
     curve_p = (c_prec / nq).tolist()
     return {
-        "map": float(ap_sum / nq),
+        "map": ap_k,
         "topk": k,
+        "acg": acg_k,
+        "ndcg": ndcg_k,
+        "weighted_map": wap_k,
+        "tie_aware_map": tie,
         "precision_at_n": {"n": ns_list, "precision": (p_at / nq).tolist()},
         "recall_at_n": {"n": ns_list, "recall": (r_at / nq).tolist()},
         "pr_curve": {"radius": list(range(k1)), "precision": curve_p, "recall": (c_rec / nq).tolist()},

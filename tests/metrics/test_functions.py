@@ -89,9 +89,20 @@ def test_hand_pr_curve():
 
 def test_hand_evaluate_all_matches_run_json_shape():
     res = hand(M.evaluate_all, topk=3, ns=(1, 2, 5, 6, 100))
+    # Shared labels r in rank order (top 3): q0 0 1 0, q1 0 0 0, q2 0 1 1; over the database q0
+    # has r = 1 for three items, q2 for two. ACG@3 = (1/3 + 0 + 2/3) / 3. NDCG@3: q0
+    # (1/log2 3) / (1 + 1/log2 3 + 1/2), q1 0 (IDCG 0), q2 (1/log2 3 + 1/2) / (1 + 1/log2 3).
+    # WAP@3 = mAP@3 (r <= 1 here). Tie-aware AP@3: q0's tie d0/d3 at ranks 2-3 gives 1/2 or 1/3
+    # (mean 5/12); q2's tie d2/d4 at ranks 1-2 gives 7/12 or 5/6 (mean 17/24) -> (5/12 + 17/24) / 3.
+    inv = 1 / np.log2(3)
+    ndcg = (inv / (1.5 + inv) + (inv + 0.5) / (1 + inv)) / 3
     assert res == {
         "map": pytest.approx(13 / 36),
         "topk": 3,
+        "acg": pytest.approx(1 / 3),
+        "ndcg": pytest.approx(ndcg),
+        "weighted_map": pytest.approx(13 / 36),
+        "tie_aware_map": pytest.approx(3 / 8),
         "precision_at_n": {"n": [1, 2, 5], "precision": pytest.approx([0, 1 / 3, 1 / 3])},
         "recall_at_n": {"n": [1, 2, 5], "recall": pytest.approx([0, 5 / 18, 2 / 3])},
         "pr_curve": {"radius": [0, 1, 2, 3, 4],
