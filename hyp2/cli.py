@@ -29,14 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser. Every flag's default is None (or False), so that the layers of the module
     docstring can tell a given flag from an absent one. The choices of --dataset, --backbone and
     --loss come from their registries, so a plugin's entries appear here too."""
-    from .data import dataset_info, dataset_names
+    from .data import DATASETS
     from .losses import LOSSES
     from .models import BACKBONES
 
     p = ArgumentParser(prog="retrieval.py", description="HyP² deep hashing for multi-label image retrieval: "
                        "train (default) or evaluate a saved checkpoint (--test).")
-    datasets = "; ".join(f"{n}: {dataset_info(n).description}" for n in dataset_names())
-    _official_flags(p.add_argument_group("official flags"), datasets, BACKBONES.describe())
+    _official_flags(p.add_argument_group("official flags"), DATASETS.describe(), BACKBONES.describe())
     _added_flags(p.add_argument_group("added flags"), LOSSES.describe())
     _dataset_flags(p.add_argument_group("dataset flags"))
     _run_flags(p)
@@ -144,7 +143,7 @@ class _Layers:
 def parse_config(argv: Sequence[str] | None = None) -> Config:
     """Parse, fill defaults layer by layer, validate, and freeze. Raises :class:`UserError`."""
     from ._plugins import load_plugins
-    from .data import dataset_info
+    from .data import DATASETS
     from .models import BACKBONES
 
     plugins = load_plugins(argv)  # before the parser, so their entries are among the choices
@@ -157,7 +156,7 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
             raise UserError("--checkpoint applies to --test (it names the checkpoint to evaluate); add --test")
         layers.add(f"checkpoint {args.checkpoint}", _checkpoint_config(args.checkpoint))
     try:
-        info = dataset_info(layers.get("dataset", GLOBAL_DEFAULTS["dataset"]))
+        info = DATASETS.get(layers.get("dataset", GLOBAL_DEFAULTS["dataset"]))
     except ValueError as e:
         raise UserError(f"--dataset: {e}") from None
     layers.add(f"--dataset {info.name}'s defaults", info.defaults)
@@ -176,8 +175,7 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
     _refuse_contradictions(args, given, values["backbone"], has_weights=spec.weights is not None)
     for flag in ("split_file", "voc_url", "no_md5"):
         if flag in given and flag not in info.flags:
-            from .data import dataset_names
-            users = [n for n in dataset_names() if flag in dataset_info(n).flags]
+            users = [n for n in DATASETS.names() if flag in DATASETS.get(n).flags]
             raise UserError(f"--{flag}: --dataset {info.name} does not use it (it applies to "
                             f"{', '.join(users) or 'no dataset'}); drop it")
     pretrained = args.weights is not None or (not args.no_pretrained and layers.get("pretrained")

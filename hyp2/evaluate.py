@@ -2,9 +2,9 @@
 protocol (Xu et al., ACM MM 2022, Sec. 4.1): codes are the signs of the network's outputs, the
 database is ranked by Hamming distance to each query, and mAP@K is averaged over queries.
 
-Beside the paper's metrics (:func:`hyp2.metrics.evaluate_all`), any metric registered with
-:func:`register_metric` is computed by ``--test`` and written into the run JSON's ``test``
-section under its name (docs/extending.md)."""
+Beside the metrics of :func:`hyp2.metrics.evaluate_all`, any metric registered in :data:`METRICS`
+(``@METRICS.register(name, description)``) is computed by ``--test`` and written into the run
+JSON's ``test`` section under its name (docs/extending.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,10 +16,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import metrics
+from .registry import Registry
 
 #: keys of the ``test`` section that ``--test`` itself writes; no registered metric may take one
-RESERVED = ("map", "topk", "precision_at_n", "recall_at_n", "pr_curve", "precision_radius2", "codes_sample",
-            "codes", "checkpoint_epoch", "model_digest")
+RESERVED = ("map", "topk", "acg", "ndcg", "weighted_map", "tie_aware_map", "precision_at_n", "recall_at_n",
+            "pr_curve", "precision_radius2", "codes_sample", "codes", "checkpoint_epoch", "model_digest")
 
 
 @torch.no_grad()
@@ -57,26 +58,17 @@ class MetricSpec:
     compute: Callable[..., Any]
 
 
-_METRICS: dict[str, MetricSpec] = {}
+def _entry(name: str, compute: Callable[..., Any], description: str) -> MetricSpec:
+    if name in RESERVED:
+        raise ValueError(f"metric name {name!r} is taken by --test's own results; choose another (taken: "
+                         f"{', '.join(RESERVED)})")
+    if not callable(compute):
+        raise TypeError(f"metric {name!r}: expected a function, got {compute!r}")
+    return MetricSpec(name, description, compute)
 
 
-def register_metric(name: str, description: str):
-    """Decorator registering ``compute`` (see :class:`MetricSpec`) under ``name``: ``--test`` then
-    writes ``test[name]`` into the run JSON, and reports list it."""
-
-    def deco(compute: Callable[..., Any]):
-        if name in RESERVED or name in _METRICS:
-            raise ValueError(f"metric name {name!r} is taken; choose another (taken: "
-                             f"{', '.join([*RESERVED, *_METRICS])})")
-        _METRICS[name] = MetricSpec(name, description, compute)
-        return compute
-
-    return deco
-
-
-def metric_names() -> list[str]:
-    """The registered extra metrics, in registration order."""
-    return list(_METRICS)
+#: the metrics ``--test`` computes beside :func:`hyp2.metrics.evaluate_all`'s, by name
+METRICS: Registry[MetricSpec] = Registry("metric", _entry)
 
 
 def full_evaluation(query: tuple[torch.Tensor, torch.Tensor], database: tuple[torch.Tensor, torch.Tensor],
@@ -85,6 +77,6 @@ def full_evaluation(query: tuple[torch.Tensor, torch.Tensor], database: tuple[to
     paper's (:func:`hyp2.metrics.evaluate_all`) and each registered one under its name."""
     (q, ql), (d, dl) = query, database
     results = metrics.evaluate_all(q, d, ql, dl, topk=topk)
-    for spec in _METRICS.values():
+    for spec in (METRICS.get(n) for n in METRICS.names()):
         results[spec.name] = spec.compute(q, d, ql, dl, topk=results["topk"])
     return results

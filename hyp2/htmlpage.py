@@ -195,8 +195,10 @@ def report_page(*, sources: Sequence[Path], results: tuple[Sequence[str], Sequen
             + ", ".join(f"<code>{esc(p)}</code>" for p in sources) + ".</p>", nav,
             "<h2 id=\"results\">mAP beside the paper</h2>",
             "<p>Ours: the run's test mAP@K (Hamming ranking; relevant = at least one shared label). Paper: HyP² as "
-            "reported by Xu et al., ACM MM 2022 (§4). Ours − paper is positive where we do better; — : no number.</p>",
-            table(*results, numeric=(3, 5, 6, 7, 8, 9)),
+            "reported by Xu et al., ACM MM 2022 (§4). Ours − paper is positive where we do better; — : no number. "
+            "NDCG@K, WAP@K and ACG@K grade each retrieved item by the labels it shares with the query (DSRH, CVPR "
+            "2015); tie-aware mAP@K is mAP's expectation over every order of tied items (He et al., CVPR 2018).</p>",
+            table(*results, numeric=(3, *range(5, len(results[0]) - 1))),
             "<h3>The paper's HyP² mAP</h3>", table(*paper, numeric=(3,)),
             "<h2 id=\"figures\">Figures</h2>"]
     body += [figure_section(*f) for f in figures] or ["<p>No figure: no run has the data of any (see Notes).</p>"]

@@ -8,8 +8,9 @@ precision–recall over Hamming radii (the usual companion figure of deep hashin
 et al., "HashNet", ICCV 2017) and a retrieval gallery of real images (:mod:`hyp2.gallery`).
 
 Relevance is the paper's multi-label rule: a database item is relevant to a query when they share
-at least one label. The run JSON is read and checked by :mod:`hyp2.runfile` (its schema number is
-:data:`hyp2.runfile.JSON_SCHEMA`); this module re-exports that API and the t-SNE's.
+at least one label. The run JSON is read and checked by :mod:`hyp2.runfile`. :func:`draw_figures`
+is the one pipeline that draws and saves them, for ``--test --plots`` (one run, :func:`plot_run`)
+and for ``python -m hyp2.report`` (many runs).
 
 Figures are :class:`matplotlib.figure.Figure` objects drawn without pyplot (no GUI backend, no
 global state), so they are safe in worker processes and tests; :func:`save_figure` renders them
@@ -18,6 +19,7 @@ to memory and publishes each file atomically.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -25,19 +27,11 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from .gallery import GALLERY_QUERIES, GALLERY_TOP, build_galleries, gallery_stem, plot_gallery
+from .gallery import GALLERY_QUERIES, GALLERY_TOP, Gallery, build_galleries, gallery_stem, plot_gallery
 from .io import atomic_write_bytes
 from .paper import PAPER_HYP2
-from .runfile import (MissingData, backbone_title, from_test, load_run, note, run_label, run_labels, run_name,
-                      run_topk)
-from .tsne import (TSNE_COLOUR_RULE, TSNE_DATABASE, TSNE_IRRELEVANT, TSNE_LINKS, TSNE_QUERIES, CodesSample,
-                   Neighbours, _palette, hamming_neighbours, load_codes_sample, plot_tsne, rarest_label,
-                   tsne_embedding)
-
-__all__ = ["DPI", "FORMATS", "GALLERY_DPI", "CodesSample", "Neighbours", "TSNE_COLOUR_RULE", "TSNE_DATABASE",
-           "TSNE_IRRELEVANT", "TSNE_LINKS", "TSNE_QUERIES", "backbone_title", "hamming_neighbours",
-           "load_codes_sample", "load_run", "plot_convergence", "plot_pr", "plot_run", "plot_topn", "plot_tsne",
-           "rarest_label", "run_label", "run_labels", "run_topk", "save_figure", "tsne_embedding", "_palette"]
+from .runfile import MissingData, from_test, load_run, note, run_label, run_labels, run_name, run_topk
+from .tsne import TSNE_COLOUR_RULE, plot_tsne
 
 #: resolution of the PNG files (the PDFs are vector)
 DPI = 200
@@ -215,13 +209,123 @@ def save_figure(fig: Figure, stem: str | Path, formats: Iterable[str] = FORMATS,
     return written
 
 
+@dataclass(frozen=True)
+class GalleryOptions:
+    """What a retrieval gallery shows (:mod:`hyp2.gallery`): ``queries`` drawn with the seed plus
+    the ``named`` query ids, each with its ``top`` nearest database images, read from
+    ``data_root`` (default: the folder each run used); ``enabled=False`` skips it."""
+
+    enabled: bool = True
+    queries: int = GALLERY_QUERIES
+    top: int = GALLERY_TOP
+    named: tuple[str, ...] = ()
+    data_root: str | Path | None = None
+
+
+@dataclass(frozen=True)
+class FigureOptions:
+    """Which figures :func:`draw_figures` draws and how: file ``formats``, the t-SNE (``tsne``, its
+    ``tsne_queries`` and their ``tsne_neighbours``), the gallery, and the ``seed`` of both."""
+
+    formats: tuple[str, ...] = FORMATS
+    tsne: bool = True
+    tsne_queries: int = 3
+    tsne_neighbours: int = 10
+    seed: int = 0
+    gallery: GalleryOptions = field(default_factory=GalleryOptions)
+
+
+@dataclass(frozen=True)
+class DrawnFigure:
+    """A figure written to disk: its title, files (one per format), caption, and the gallery it
+    shows when it is one."""
+
+    title: str
+    files: list[Path]
+    caption: str
+    gallery: Gallery | None = None
+
+
+_CAPTIONS = {
+    "topn": ("Top-N precision",
+             "Precision of the top N = 100 … 1,000 database items by Hamming ranking, one line "
+             "per run (the paper's Top-N figure: Flickr-25k and NUS-WIDE, precision 0 … 1)."),
+    "pr": ("Precision–recall over Hamming radius",
+           "Precision and recall of the database items within Hamming radius r of a query, "
+           "r = 0 … K, averaged over queries, one line per run."),
+    "convergence": ("Convergence",
+                    "mAP on the query set at each evaluation against cumulative training "
+                    "seconds (evaluation time excluded), one panel per dataset (the paper's "
+                    "figure: Flickr-25k and NUS-WIDE, 48 bits, AlexNet)."),
+}
+
+
+def draw_figures(runs: Sequence[dict], out_dir: Path, options: FigureOptions = FigureOptions(), *,
+                 prefix: str = "", notes: list[str] | None = None) -> list[DrawnFigure]:
+    """Draw every figure the runs have data for into ``out_dir`` and save each in every format:
+    ``{prefix}topn``, ``{prefix}pr``, ``{prefix}convergence`` (all runs in one), a t-SNE per run
+    (``{prefix}tsne`` for a single run named by ``prefix``, else ``{prefix}tsne_{run}``) and the
+    gallery (``{prefix}gallery``, ``..._{dataset}`` for several datasets). A figure no run has data
+    for is skipped with a line in ``notes``."""
+    out_dir, fmt = Path(out_dir), options.formats
+    drawn = []
+    for name, plot in (("topn", plot_topn), ("pr", plot_pr), ("convergence", plot_convergence)):
+        fig = plot(runs, notes)
+        if fig is not None:
+            title, caption = _CAPTIONS[name]
+            drawn.append(DrawnFigure(title, save_figure(fig, out_dir / f"{prefix}{name}", fmt), caption))
+    if options.tsne:
+        drawn += _tsne_figures(runs, out_dir, options, prefix, notes)
+    if options.gallery.enabled:
+        drawn += _gallery_figures(runs, out_dir, options, prefix, notes)
+    return drawn
+
+
+def _tsne_figures(runs: Sequence[dict], out_dir: Path, options: FigureOptions, prefix: str,
+                  notes: list[str] | None) -> list[DrawnFigure]:
+    drawn, used = [], set()
+    for i, run in enumerate(runs):
+        stem = f"{prefix}tsne" if prefix and len(runs) == 1 else \
+            f"{prefix}tsne_{Path(run.get('_path', 'run')).name.removesuffix('.json')}"
+        if stem in used:  # same file name from two folders
+            stem = f"{stem}_{i + 1}"
+        used.add(stem)
+        fig = plot_tsne(run, num_queries=options.tsne_queries, neighbours=options.tsne_neighbours,
+                        seed=options.seed, notes=notes)
+        if fig is not None:
+            caption = (f"t-SNE of the sampled database codes of {run_label(run)} (seed {options.seed}), as the "
+                       f"paper's VOC-2007 48-bit figure. {TSNE_COLOUR_RULE[0].upper()}{TSNE_COLOUR_RULE[1:]}. Stars: "
+                       f"the sample's first {options.tsne_queries} queries, with lines to their "
+                       f"{options.tsne_neighbours} nearest database codes by Hamming distance within the sample; "
+                       f"red circles, as in the paper, mark neighbours that share no label with their query.")
+            drawn.append(DrawnFigure(f"t-SNE: {run_label(run)}", save_figure(fig, out_dir / stem, options.formats),
+                                     caption))
+    return drawn
+
+
+def _gallery_figures(runs: Sequence[dict], out_dir: Path, options: FigureOptions, prefix: str,
+                     notes: list[str] | None) -> list[DrawnFigure]:
+    g = options.gallery
+    galleries = build_galleries(runs, queries=g.queries, top=g.top, seed=options.seed, named=g.named,
+                                data_root=g.data_root, notes=notes)
+    drawn = []
+    for gallery in galleries:
+        files = save_figure(plot_gallery(gallery), out_dir / gallery_stem(galleries, gallery, prefix),
+                            options.formats, dpi=GALLERY_DPI)
+        caption = (f"Retrievals on {gallery.dataset} for {len(gallery.queries)} queries (seed {options.seed}): the "
+                   f"query, then its {gallery.top} nearest database items by Hamming distance with the codes each "
+                   f"run evaluated, one row per run; green frame (✓): shares a label with the query, red (✗): none.")
+        drawn.append(DrawnFigure(f"Retrieval gallery: {gallery.dataset}", files, caption, gallery))
+    return drawn
+
+
 def plot_run(run_json_path: str | Path, out_dir: str | Path, *, seed: int = 0,
              notes: list[str] | None = None, formats: Iterable[str] = FORMATS,
              gallery_queries: int = GALLERY_QUERIES, gallery_top: int = GALLERY_TOP,
              query_ids: Sequence[str] = (), data_root: str | Path | None = None) -> list[Path]:
     """Draw one run's figures into ``out_dir`` as
     ``{stem}_{topn,pr,convergence,tsne,gallery}.{png,pdf}`` (``stem``: the JSON's file name
-    without ``.json``, i.e. the run name).
+    without ``.json``, i.e. the run name), with :func:`draw_figures`.
 
     The gallery (:mod:`hyp2.gallery`) shows ``query_ids`` and ``gallery_queries`` queries drawn
     with ``seed``, each with its ``gallery_top`` nearest database images, from the codes file the
@@ -230,19 +334,8 @@ def plot_run(run_json_path: str | Path, out_dir: str | Path, *, seed: int = 0,
     A missing or malformed JSON raises :class:`~hyp2.errors.UserError`.
     """
     run = load_run(run_json_path)
-    out_dir = Path(out_dir)
     stem = Path(run_json_path).name.removesuffix(".json")
-    formats = tuple(formats)
-    figures = (("topn", plot_topn([run], notes)), ("pr", plot_pr([run], notes)),
-               ("convergence", plot_convergence([run], notes)),
-               ("tsne", plot_tsne(run, seed=seed, notes=notes)))
-    written: list[Path] = []
-    for name, fig in figures:
-        if fig is not None:
-            written += save_figure(fig, out_dir / f"{stem}_{name}", formats)
-    galleries = build_galleries([run], queries=gallery_queries, top=gallery_top, seed=seed, named=query_ids,
-                                data_root=data_root, notes=notes)
-    for gallery in galleries:
-        name = gallery_stem(galleries, gallery, f"{stem}_")
-        written += save_figure(plot_gallery(gallery), out_dir / name, formats, dpi=GALLERY_DPI)
-    return written
+    options = FigureOptions(tuple(formats), seed=seed, gallery=GalleryOptions(
+        queries=gallery_queries, top=gallery_top, named=tuple(query_ids), data_root=data_root))
+    return [f for figure in draw_figures([run], Path(out_dir), options, prefix=f"{stem}_", notes=notes)
+            for f in figure.files]

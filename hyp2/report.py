@@ -22,16 +22,14 @@ from ._plugins import add_plugin_flag, load_plugins
 from .errors import ArgumentParser, UserError, run_command
 from .io import atomic_write_text
 from .paper import PAPER_HYP2, paper_result
-from .gallery import GALLERY_QUERIES, GALLERY_TOP, Gallery, build_galleries, gallery_stem, plot_gallery
+from .gallery import GALLERY_QUERIES, GALLERY_TOP
 from .htmlpage import report_page
-from .plots import (FORMATS, GALLERY_DPI, TSNE_COLOUR_RULE, backbone_title, load_run, plot_convergence, plot_pr,
-                    plot_topn, plot_tsne, run_label, run_labels, run_topk, save_figure)
+from .plots import FORMATS, FigureOptions, GalleryOptions, draw_figures
+from .runfile import backbone_title, load_run, run_labels, run_topk
 
 DASH = "—"  # a cell the paper or the run has no number for
 RESULTS_FILE = "results.md"
 INDEX_FILE = "index.html"
-# a figure of the report: (title, files written, caption)
-_Figure = tuple[str, list[Path], str]
 
 
 @dataclass(frozen=True)
@@ -39,8 +37,10 @@ class Row:
     """One run's line of the results table.
 
     ``ours`` is ``test.map`` (else the best mAP in the training history, with a note); ``paper``
-    the paper's HyP² mAP for the same dataset and bits; ``diff`` = ours − paper. ``notes`` say
-    why the two are not like for like (backbone, loss, mAP@K) or why a number is missing.
+    the paper's HyP² mAP for the same dataset and bits; ``diff`` = ours − paper. ``graded`` holds
+    the run's graded multi-label metrics and tie-aware mAP at the same K (:data:`GRADED`), None
+    where the run has not measured them. ``notes`` say why the two are not like for like
+    (backbone, loss, mAP@K) or why a number is missing.
     """
 
     run: str
@@ -54,6 +54,13 @@ class Row:
     diff: float | None
     precision_radius2: float | None
     notes: tuple[str, ...] = ()
+    graded: tuple[float | None, ...] = (None, None, None, None)
+
+
+#: the graded multi-label metrics and tie-aware mAP of a run's ``test`` section, as the report
+#: heads them: (JSON key, column, number format)
+GRADED = (("ndcg", "NDCG@K", ".4f"), ("weighted_map", "WAP@K", ".4f"), ("acg", "ACG@K", ".3f"),
+          ("tie_aware_map", "Tie-aware mAP@K", ".4f"))
 
 
 @dataclass
@@ -115,10 +122,15 @@ def compare_rows(runs: Sequence[dict]) -> list[Row]:
             run=_stem(run), dataset=dataset, backbone=backbone, bits=bits, loss=loss, topk=topk,
             ours=ours, paper=paper_map,
             diff=None if ours is None or paper_map is None else ours - paper_map,
-            precision_radius2=None if radius2 is None else float(radius2), notes=tuple(notes)))
+            precision_radius2=None if radius2 is None else float(radius2), notes=tuple(notes),
+            graded=tuple(_float((run.get("test") or {}).get(key)) for key, _, _ in GRADED)))
     rows.sort(key=lambda r: (order.get(r.dataset, len(order)), r.dataset, r.bits, r.backbone,
                              r.loss, r.run))
     return rows
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
 
 
 def _cell(text: object) -> str:
@@ -131,7 +143,7 @@ def _num(value: float | None, fmt: str) -> str:
 
 
 RESULT_HEADERS = ("Run", "Dataset", "Backbone", "Bits", "Loss", "mAP@K", "Ours", "Paper (HyP²)", "Ours − paper",
-                  "Precision (r ≤ 2)", "Comparability")
+                  "Precision (r ≤ 2)", *(column for _, column, _ in GRADED), "Comparability")
 PAPER_HEADERS = ("Dataset", "Paper's name", "Backbone", "mAP@K", "mAP by hash bits", "Source")
 
 
@@ -140,6 +152,7 @@ def result_cells(rows: Sequence[Row]) -> list[tuple[str, ...]]:
     show them."""
     return [(r.run, r.dataset, r.backbone, str(r.bits), r.loss, DASH if r.topk is None else str(r.topk),
              _num(r.ours, ".4f"), _num(r.paper, ".3f"), _num(r.diff, "+.4f"), _num(r.precision_radius2, ".4f"),
+             *(_num(value, fmt) for value, (_, _, fmt) in zip(r.graded, GRADED)),
              "; ".join(r.notes) if r.notes else "same protocol as the paper") for r in rows]
 
 
@@ -165,9 +178,13 @@ def results_markdown(paths: Sequence[Path], rows: Sequence[Row],
              "## mAP beside the paper", "",
              "Ours: the run's test mAP@K (Hamming ranking; relevant = at least one shared label). "
              "Paper: HyP² as reported by Xu et al., ACM MM 2022 (§4 tables; see below). "
+             "NDCG@K, WAP@K and ACG@K grade each retrieved item by the labels it shares with the query (DSRH, "
+             "Zhao et al., CVPR 2015); tie-aware mAP@K is mAP's expectation over every order of items at equal "
+             "Hamming distance (He et al., CVPR 2018); all at the run's K (docs/evaluation.md). "
              f"Ours − paper is positive where we do better. {DASH}: no number.", ""]
     lines += _markdown_table(RESULT_HEADERS, result_cells(rows),
-                             ("---", "---", "---", "---:", "---", "---:", "---:", "---:", "---:", "---:", "---"))
+                             ("---", "---", "---", "---:", "---", "---:", "---:", "---:", "---:", "---:",
+                              *("---:" for _ in GRADED), "---"))
     lines += ["", "## The paper's HyP² mAP", ""]
     lines += _markdown_table(PAPER_HEADERS, paper_cells(), ("---", "---", "---", "---:", "---", "---"))
     lines += ["", "## Figures", ""]
@@ -185,33 +202,6 @@ def results_markdown(paths: Sequence[Path], rows: Sequence[Row],
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-_CAPTIONS = {
-    "topn": ("Top-N precision",
-             "Precision of the top N = 100 … 1,000 database items by Hamming ranking, one line "
-             "per run (the paper's Top-N figure: Flickr-25k and NUS-WIDE, precision 0 … 1)."),
-    "pr": ("Precision–recall over Hamming radius",
-           "Precision and recall of the database items within Hamming radius r of a query, "
-           "r = 0 … K, averaged over queries, one line per run."),
-    "convergence": ("Convergence",
-                    "mAP on the query set at each evaluation against cumulative training "
-                    "seconds (evaluation time excluded), one panel per dataset (the paper's "
-                    "figure: Flickr-25k and NUS-WIDE, 48 bits, AlexNet)."),
-}
-
-
-@dataclass(frozen=True)
-class GalleryOptions:
-    """What the report's retrieval gallery shows (:mod:`hyp2.gallery`): ``queries`` drawn with the
-    report's seed plus the ``named`` query ids, each with its ``top`` nearest database images,
-    read from ``data_root`` (default: the folder each run used); ``enabled=False`` skips it."""
-
-    enabled: bool = True
-    queries: int = GALLERY_QUERIES
-    top: int = GALLERY_TOP
-    named: tuple[str, ...] = ()
-    data_root: str | Path | None = None
-
-
 def _unique_paths(paths: Iterable[str | Path], notes: list[str]) -> list[Path]:
     unique: list[Path] = []
     for p in map(Path, paths):
@@ -224,56 +214,9 @@ def _unique_paths(paths: Iterable[str | Path], notes: list[str]) -> list[Path]:
     return unique
 
 
-def _curve_figures(runs: Sequence[dict], out_dir: Path, formats, notes: list[str]) -> list[_Figure]:
-    figures = []
-    for name, plot in (("topn", plot_topn), ("pr", plot_pr), ("convergence", plot_convergence)):
-        fig = plot(runs, notes)
-        if fig is not None:
-            title, caption = _CAPTIONS[name]
-            figures.append((title, save_figure(fig, out_dir / name, formats), caption))
-    return figures
-
-
-def _tsne_figures(runs: Sequence[dict], out_dir: Path, formats, notes: list[str], *, num_queries: int,
-                  neighbours: int, seed: int) -> list[_Figure]:
-    figures = []
-    used: set[str] = set()
-    for i, run in enumerate(runs):
-        stem = f"tsne_{_stem(run)}"
-        if stem in used:  # same file name from two folders
-            stem = f"{stem}_{i + 1}"
-        used.add(stem)
-        fig = plot_tsne(run, num_queries=num_queries, neighbours=neighbours, seed=seed, notes=notes)
-        if fig is not None:
-            caption = (f"t-SNE of the sampled database codes of {run_label(run)} (seed {seed}), as the paper's "
-                       f"VOC-2007 48-bit figure. {TSNE_COLOUR_RULE[0].upper()}{TSNE_COLOUR_RULE[1:]}. Stars: "
-                       f"the sample's first {num_queries} queries, with lines to their {neighbours} nearest "
-                       f"database codes by Hamming distance within the sample; red circles, as in the paper, "
-                       f"mark neighbours that share no label with their query.")
-            figures.append((f"t-SNE: {run_label(run)}", save_figure(fig, out_dir / stem, formats), caption))
-    return figures
-
-
-def _gallery_figures(runs: Sequence[dict], out_dir: Path, formats, notes: list[str], options: GalleryOptions,
-                     seed: int) -> list[tuple[Gallery, _Figure]]:
-    if not options.enabled:
-        return []
-    galleries = build_galleries(runs, queries=options.queries, top=options.top, seed=seed, named=options.named,
-                                data_root=options.data_root, notes=notes)
-    out = []
-    for gallery in galleries:
-        files = save_figure(plot_gallery(gallery), out_dir / gallery_stem(galleries, gallery), formats,
-                            dpi=GALLERY_DPI)
-        caption = (f"Retrievals on {gallery.dataset} for {len(gallery.queries)} queries (seed {seed}): the query, "
-                   f"then its {gallery.top} nearest database items by Hamming distance with the codes each run "
-                   f"evaluated, one row per run; green frame (✓): shares a label with the query, red (✗): none.")
-        out.append((gallery, (f"Retrieval gallery: {gallery.dataset}", files, caption)))
-    return out
-
-
 def build_report(paths: Iterable[str | Path], out_dir: str | Path, *, tsne: bool = True,
                  num_queries: int = 3, neighbours: int = 10, seed: int = 0,
-                 formats: Iterable[str] = FORMATS, gallery: GalleryOptions = GalleryOptions()) -> Report:
+                 formats: Iterable[str] = FORMATS, gallery: GalleryOptions | None = None) -> Report:
     """Read the run JSONs, write the figures, ``results.md`` and ``index.html`` into ``out_dir``.
 
     Figures: ``topn``, ``pr``, ``convergence`` over all runs, ``tsne_{run}`` per run with a
@@ -288,26 +231,25 @@ def build_report(paths: Iterable[str | Path], out_dir: str | Path, *, tsne: bool
     runs = [load_run(p) for p in unique]
     out_dir = Path(out_dir)
     formats = tuple(formats)
+    options = FigureOptions(tuple(formats), tsne=tsne, tsne_queries=num_queries, tsne_neighbours=neighbours,
+                            seed=seed, gallery=gallery or GalleryOptions())
     try:
-        figures = _curve_figures(runs, out_dir, formats, report.notes)
-        if tsne:
-            figures += _tsne_figures(runs, out_dir, formats, report.notes, num_queries=num_queries,
-                                     neighbours=neighbours, seed=seed)
-        galleries = _gallery_figures(runs, out_dir, formats, report.notes, gallery, seed)
+        drawn = draw_figures(runs, out_dir, options, notes=report.notes)
+        figures = [(d.title, d.files, d.caption) for d in drawn]
         rows = compare_rows(runs)
         report.notes += [f"{row.run}: {row.notes[0]}" for row in rows if row.ours is None]
-        text = results_markdown(unique, rows, figures + [f for _, f in galleries], report.notes)
+        text = results_markdown(unique, rows, figures, report.notes)
         atomic_write_text(out_dir / RESULTS_FILE, text)
         page = report_page(sources=unique, results=(RESULT_HEADERS, result_cells(rows)),
-                           paper=(PAPER_HEADERS, paper_cells()), figures=figures,
-                           galleries=[(g, _png(files)) for g, (_, files, _) in galleries],
+                           paper=(PAPER_HEADERS, paper_cells()),
+                           figures=[f for d, f in zip(drawn, figures) if d.gallery is None],
+                           galleries=[(d.gallery, _png(d.files)) for d in drawn if d.gallery is not None],
                            runs=list(zip(runs, run_labels(runs))), notes=report.notes)
         atomic_write_text(out_dir / INDEX_FILE, page)
     except OSError as exc:
         raise UserError(f"{out_dir}: cannot write the report ({exc.strerror or exc}); choose a "
                         f"writable folder with --out") from None
-    report.files = ([f for _, files, _ in figures for f in files] + [f for _, (_, files, _) in galleries for f in files]
-                    + [out_dir / RESULTS_FILE, out_dir / INDEX_FILE])
+    report.files = [f for d in drawn for f in d.files] + [out_dir / RESULTS_FILE, out_dir / INDEX_FILE]
     return report
 
 

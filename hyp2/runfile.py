@@ -91,7 +91,7 @@ def _check_run(run: Any, path: Path) -> None:
 def _check_test(test: Any, path: Path) -> None:
     if not isinstance(test, dict):
         raise _invalid(path, "'test' must be an object")
-    for key in ("map", "topk", "precision_radius2"):
+    for key in ("map", "topk", "precision_radius2", "acg", "ndcg", "weighted_map", "tie_aware_map"):
         if test.get(key) is not None and not is_real(test[key]):
             raise _invalid(path, f"test.{key} must be a number")
     if test.get("precision_at_n") is not None:

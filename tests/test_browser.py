@@ -15,7 +15,8 @@ from hyp2 import gallery, serve
 from hyp2.codes import load_codes
 from hyp2.data import DataOptions, build_dataset
 from hyp2.hasher import load_hasher
-from hyp2.report import GalleryOptions, build_report
+from hyp2.plots import GalleryOptions
+from hyp2.report import build_report
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(chromium_path() is None,

@@ -70,13 +70,13 @@ def test_loss_opt_is_parsed_checked_and_listed(capsys):
 
 
 def test_help_lists_every_registered_dataset_backbone_and_loss(capsys):
-    from hyp2.data import dataset_names
+    from hyp2.data import DATASETS
     from hyp2.losses import LOSSES
     from hyp2.models import BACKBONES
     with pytest.raises(SystemExit):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for name in dataset_names() + BACKBONES.names() + LOSSES.names():
+    for name in DATASETS.names() + BACKBONES.names() + LOSSES.names():
         assert f"{name}:" in text, name
     assert "--loss_opt KEY=VALUE" in text
 

@@ -90,10 +90,10 @@ def test_a_backbone_in_one_module(tmp_path, capsys):
 
 def test_a_metric_in_one_module(tmp_path, capsys):
     load_plugin(str(EXAMPLES / "my_metric.py"))
-    from hyp2.evaluate import metric_names, register_metric
-    assert "mrr" in metric_names()
+    from hyp2.evaluate import METRICS
+    assert "mrr" in METRICS.names()
     with pytest.raises(ValueError, match="metric name 'map' is taken"):
-        register_metric("map", "clash")(lambda *a, **k: 0.0)
+        METRICS.register("map", "clash")(lambda *a, **k: 0.0)
     argv = plugin("my_metric.py") + DEMO + ["--result_dir", str(tmp_path)]
     trains(capsys, argv)
     trains(capsys, argv + ["--test", "--export_codes"])

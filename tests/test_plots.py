@@ -15,7 +15,7 @@ from PIL import Image
 
 from demo_run import shared_demo_run
 
-from hyp2 import plots
+from hyp2 import plots, runfile, tsne
 from hyp2.errors import UserError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -99,7 +99,7 @@ def save_sample(folder: Path, name: str, arrays) -> str:
 
 def test_load_run_adds_its_path(tmp_path):
     path = write_run(tmp_path, make_run())
-    run = plots.load_run(path)
+    run = runfile.load_run(path)
     assert run["_path"] == path
     assert run["test"]["precision_at_n"]["n"][0] == 100
 
@@ -121,7 +121,7 @@ def test_load_run_rejects_malformed_runs_in_one_line(tmp_path, edit, expected):
     edit(run)
     path = write_run(tmp_path, run, "broken")
     with pytest.raises(UserError) as info:
-        plots.load_run(path)
+        runfile.load_run(path)
     message = str(info.value)
     assert message.startswith(str(path)) and expected in message and "\n" not in message
 
@@ -135,47 +135,47 @@ def test_load_run_rejects_broken_files(tmp_path, text, expected):
     path = tmp_path / "x.json"
     path.write_text(text)
     with pytest.raises(UserError) as info:
-        plots.load_run(path)
+        runfile.load_run(path)
     assert expected in str(info.value)
 
 
 def test_load_run_missing_file_and_folder(tmp_path):
     with pytest.raises(UserError, match="no such run JSON"):
-        plots.load_run(tmp_path / "nope.json")
+        runfile.load_run(tmp_path / "nope.json")
     with pytest.raises(UserError, match="is a folder"):
-        plots.load_run(tmp_path)
+        runfile.load_run(tmp_path)
 
 
 def test_load_run_accepts_a_run_with_nothing_measured(tmp_path):
     run = make_run(test=False, history=False)
-    assert plots.load_run(write_run(tmp_path, run))["history"] == []
+    assert runfile.load_run(write_run(tmp_path, run))["history"] == []
 
 
 # ---------------------------------------------------------------------------- labels
 
 
 def test_run_label_names_dataset_backbone_bits_loss():
-    assert plots.run_label(make_run("voc2007", "googlenet", 16, "dhn")) == \
+    assert runfile.run_label(make_run("voc2007", "googlenet", 16, "dhn")) == \
         "voc2007 · googlenet · 16 bits · dhn"
 
 
 def test_run_labels_are_made_unique():
     a, b = make_run(), make_run()
     a["_path"], b["_path"] = Path("x/one.json"), Path("y/two.json")
-    labels = plots.run_labels([a, b, make_run(bits=12)])
+    labels = runfile.run_labels([a, b, make_run(bits=12)])
     assert labels == ["flickr · alexnet · 48 bits · hyp2 (one.json)",
                       "flickr · alexnet · 48 bits · hyp2 (two.json)",
                       "flickr · alexnet · 12 bits · hyp2"]
     c, d = make_run(), make_run()
     c["_path"] = d["_path"] = Path("same.json")
-    assert len(set(plots.run_labels([c, d]))) == 2
+    assert len(set(runfile.run_labels([c, d]))) == 2
 
 
 # ---------------------------------------------------------------------------- curves
 
 
 def _runs(tmp_path, *runs):
-    return [plots.load_run(write_run(tmp_path, r)) for r in runs]
+    return [runfile.load_run(write_run(tmp_path, r)) for r in runs]
 
 
 def test_topn_plots_the_json_data(tmp_path):
@@ -280,7 +280,7 @@ def test_hamming_neighbours_matches_a_naive_loop_with_ties():
     queries = rng.choice([-1, 1], (4, 6)).astype(np.int8)
     q_labels = (rng.random((4, 5)) < 0.3).astype(np.uint8)
     copies = [a.copy() for a in (db, db_labels, queries, q_labels)]
-    got = plots.hamming_neighbours(db, db_labels, queries, q_labels, 12)
+    got = tsne.hamming_neighbours(db, db_labels, queries, q_labels, 12)
     for nb, (order, dists, irrelevant) in zip(got, _naive_neighbours(db, db_labels, queries,
                                                                      q_labels, 12)):
         assert nb.indices.tolist() == order
@@ -291,7 +291,7 @@ def test_hamming_neighbours_matches_a_naive_loop_with_ties():
 
 
 def test_hamming_neighbours_on_the_hand_sample():
-    got = plots.hamming_neighbours(*hand_sample(), 5)
+    got = tsne.hamming_neighbours(*hand_sample(), 5)
     assert got[0].indices.tolist() == [10, 11, 12, 13, 14]
     assert got[0].distances.tolist() == [1, 2, 3, 4, 5]
     assert got[0].indices[got[0].irrelevant].tolist() == [11, 13, 14]
@@ -302,34 +302,34 @@ def test_hamming_neighbours_on_the_hand_sample():
 def test_hamming_neighbours_edge_cases():
     db = np.array([[1, 1], [-1, -1]], dtype=np.int8)
     labels = np.array([[1], [0]], dtype=np.uint8)
-    (nb,) = plots.hamming_neighbours(db, labels, db[:1], np.array([[0]]), 5)
+    (nb,) = tsne.hamming_neighbours(db, labels, db[:1], np.array([[0]]), 5)
     assert nb.indices.tolist() == [0, 1]  # k beyond n: all of them
     assert nb.irrelevant.tolist() == [True, True]  # a query with no label shares none
-    assert plots.hamming_neighbours(db, labels, db[:0], labels[:0], 1) == []
+    assert tsne.hamming_neighbours(db, labels, db[:0], labels[:0], 1) == []
     for k in (0, -1, 2.0, True):
         with pytest.raises(ValueError, match="k >= 1"):
-            plots.hamming_neighbours(db, labels, db, labels, k)
+            tsne.hamming_neighbours(db, labels, db, labels, k)
     with pytest.raises(ValueError, match="codes"):
-        plots.hamming_neighbours(db, labels, np.ones((1, 3)), labels[:1], 1)
+        tsne.hamming_neighbours(db, labels, np.ones((1, 3)), labels[:1], 1)
 
 
 def test_rarest_label_by_hand():
     labels = np.array([[1, 1, 0], [0, 1, 1], [0, 0, 0], [1, 0, 1], [0, 1, 0]])
     # counts: class 0 -> 2, class 1 -> 3, class 2 -> 2
-    assert plots.rarest_label(labels).tolist() == [0, 2, -1, 0, 1]
-    assert plots.rarest_label(labels, counts=np.array([5, 1, 9])).tolist() == [1, 1, -1, 0, 1]
+    assert tsne.rarest_label(labels).tolist() == [0, 2, -1, 0, 1]
+    assert tsne.rarest_label(labels, counts=np.array([5, 1, 9])).tolist() == [1, 1, -1, 0, 1]
 
 
 def test_tsne_embedding_is_seeded_and_copes_with_degenerate_points():
     rng = np.random.default_rng(0)
     points = rng.choice([-1.0, 1.0], (30, 8))
-    a, b = plots.tsne_embedding(points, seed=3), plots.tsne_embedding(points, seed=3)
+    a, b = tsne.tsne_embedding(points, seed=3), tsne.tsne_embedding(points, seed=3)
     assert a.shape == (30, 2)
     np.testing.assert_array_equal(a, b)
-    same = plots.tsne_embedding(np.ones((5, 8)))  # no spread: PCA init impossible
+    same = tsne.tsne_embedding(np.ones((5, 8)))  # no spread: PCA init impossible
     assert same.shape == (5, 2) and np.isfinite(same).all()
     with pytest.raises(ValueError, match="at least 3"):
-        plots.tsne_embedding(points[:2])
+        tsne.tsne_embedding(points[:2])
 
 
 # ---------------------------------------------------------------------------- t-SNE figure
@@ -345,20 +345,20 @@ def test_tsne_marks_exactly_the_irrelevant_neighbours(tmp_path):
     arrays = hand_sample()
     name = save_sample(tmp_path, "flickr_alexnet_16_sample.npz", arrays)
     (run,) = _runs(tmp_path, make_run(bits=16, sample=name))
-    fig = plots.plot_tsne(run, num_queries=2, neighbours=5, seed=0)
+    fig = tsne.plot_tsne(run, num_queries=2, neighbours=5, seed=0)
     (ax,) = fig.axes
-    db_xy = _collection(ax, plots.TSNE_DATABASE).get_offsets()
-    q_xy = _collection(ax, plots.TSNE_QUERIES).get_offsets()
+    db_xy = _collection(ax, tsne.TSNE_DATABASE).get_offsets()
+    q_xy = _collection(ax, tsne.TSNE_QUERIES).get_offsets()
     assert db_xy.shape == (60, 2) and q_xy.shape == (2, 2)
-    bad = _collection(ax, plots.TSNE_IRRELEVANT).get_offsets()
+    bad = _collection(ax, tsne.TSNE_IRRELEVANT).get_offsets()
     np.testing.assert_array_equal(bad, db_xy[[11, 13, 14, 21, 23]])
-    segments = _collection(ax, plots.TSNE_LINKS).get_segments()
+    segments = _collection(ax, tsne.TSNE_LINKS).get_segments()
     expected = [(0, j) for j in range(10, 15)] + [(1, j) for j in range(20, 25)]
     assert len(segments) == len(expected)
     for seg, (q, j) in zip(segments, expected):
         np.testing.assert_array_equal(seg, [q_xy[q], db_xy[j]])
     # colours follow the rarest-label rule: item 12 {0, 2} takes class 2, as item 23 {2} does
-    colours = _collection(ax, plots.TSNE_DATABASE).get_facecolors()
+    colours = _collection(ax, tsne.TSNE_DATABASE).get_facecolors()
     np.testing.assert_array_equal(colours[12], colours[23])
     assert not np.array_equal(colours[12], colours[10])
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -371,14 +371,14 @@ def test_tsne_without_irrelevant_neighbours_or_queries(tmp_path):
     db, labels, queries, q_labels = hand_sample()
     name = save_sample(tmp_path, "s.npz", (db, labels, queries, q_labels))
     (run,) = _runs(tmp_path, make_run(bits=16, sample=name))
-    (ax,) = plots.plot_tsne(run, num_queries=1, neighbours=1).axes  # nearest of Q1 is relevant
-    assert _collection(ax, plots.TSNE_IRRELEVANT) is None
-    assert len(_collection(ax, plots.TSNE_LINKS).get_segments()) == 1
-    (ax,) = plots.plot_tsne(run, num_queries=0).axes
-    assert _collection(ax, plots.TSNE_QUERIES) is None
-    assert _collection(ax, plots.TSNE_LINKS) is None
+    (ax,) = tsne.plot_tsne(run, num_queries=1, neighbours=1).axes  # nearest of Q1 is relevant
+    assert _collection(ax, tsne.TSNE_IRRELEVANT) is None
+    assert len(_collection(ax, tsne.TSNE_LINKS).get_segments()) == 1
+    (ax,) = tsne.plot_tsne(run, num_queries=0).axes
+    assert _collection(ax, tsne.TSNE_QUERIES) is None
+    assert _collection(ax, tsne.TSNE_LINKS) is None
     with pytest.raises(ValueError, match="neighbours"):
-        plots.plot_tsne(run, neighbours=0)
+        tsne.plot_tsne(run, neighbours=0)
 
 
 def test_tsne_colours_unlabelled_items_grey(tmp_path):
@@ -387,8 +387,8 @@ def test_tsne_colours_unlabelled_items_grey(tmp_path):
     labels[5] = 0
     name = save_sample(tmp_path, "s.npz", (db, labels, queries, q_labels))
     (run,) = _runs(tmp_path, make_run(bits=16, sample=name))
-    (ax,) = plots.plot_tsne(run, num_queries=0).axes
-    colours = _collection(ax, plots.TSNE_DATABASE).get_facecolors()
+    (ax,) = tsne.plot_tsne(run, num_queries=0).axes
+    colours = _collection(ax, tsne.TSNE_DATABASE).get_facecolors()
     np.testing.assert_allclose(colours[5], to_rgba((0.6, 0.6, 0.6)))
     assert "no label" in [t.get_text() for t in ax.get_legend().get_texts()]
 
@@ -417,22 +417,22 @@ def test_tsne_with_a_bad_sample_is_noted_and_load_raises(tmp_path, problem, expe
         save_sample(tmp_path, "s.npz", (db, labels[:-1], queries, q_labels))
     (run,) = _runs(tmp_path, make_run(bits=16, sample="s.npz"))
     notes: list[str] = []
-    assert plots.plot_tsne(run, notes=notes) is None
+    assert tsne.plot_tsne(run, notes=notes) is None
     assert len(notes) == 1 and "t-SNE skipped" in notes[0] and expected in notes[0]
     with pytest.raises(UserError) as info:
-        plots.load_codes_sample(run)
+        tsne.load_codes_sample(run)
     assert expected in str(info.value) and str(info.value).startswith(str(run["_path"]))
 
 
 def test_tsne_without_a_sample_is_noted(tmp_path):
-    run = plots.load_run(write_run(tmp_path, make_run(test=False)))
+    run = runfile.load_run(write_run(tmp_path, make_run(test=False)))
     notes: list[str] = []
-    assert plots.plot_tsne(run, notes=notes) is None
+    assert tsne.plot_tsne(run, notes=notes) is None
     assert "--test" in notes[0]
     db, labels, queries, q_labels = hand_sample()
     name = save_sample(tmp_path, "two.npz", (db[:2], labels[:2], queries, q_labels))
     (run,) = _runs(tmp_path, make_run(bits=16, sample=name))
-    assert plots.plot_tsne(run, notes=notes) is None and "at least 3" in notes[-1]
+    assert tsne.plot_tsne(run, notes=notes) is None and "at least 3" in notes[-1]
 
 
 # ---------------------------------------------------------------------------- files
@@ -497,6 +497,6 @@ def test_plot_run_on_a_broken_json_raises_user_error(tmp_path):
 @pytest.mark.parametrize("num_classes", [4, 9, 20, 24, 38])
 def test_palette_has_distinct_non_grey_colours(num_classes):
     # grey is reserved for items without a label
-    palette = [tuple(c) for c in plots._palette(num_classes)]
+    palette = [tuple(c) for c in tsne._palette(num_classes)]
     assert len(set(palette[:num_classes])) == num_classes
     assert not any(r == g == b for r, g, b in palette)

@@ -17,7 +17,7 @@ import pytest
 from demo_run import shared_demo_run
 from PIL import Image
 
-from hyp2 import gallery, paper, report
+from hyp2 import gallery, paper, plots, report
 from hyp2.codes import load_codes
 from hyp2.errors import UserError
 
@@ -114,7 +114,7 @@ def test_paper_numbers_are_the_reported_ones():
 
 
 def _load(folder, *runs):
-    from hyp2.plots import load_run
+    from hyp2.runfile import load_run
     return [load_run(write(folder, r)) for r in runs]
 
 
@@ -321,7 +321,7 @@ def parse_page(path: Path) -> PageParser:
 def test_report_with_codes_draws_the_gallery_and_one_offline_page(tmp_path_factory, tmp_path):
     r16, r32 = shared_demo_run(tmp_path_factory), shared_demo_run(tmp_path_factory, bits=32, seed=1)
     out = tmp_path / "out"
-    options = report.GalleryOptions(queries=2, top=4, named=("demo/02010",))
+    options = plots.GalleryOptions(queries=2, top=4, named=("demo/02010",))
     result = report.build_report([r16.json, r32.json], out, tsne=False, formats=("png",), gallery=options)
     assert [p.name for p in result.files] == ["topn.png", "pr.png", "convergence.png", "gallery.png", "results.md",
                                               "index.html"]

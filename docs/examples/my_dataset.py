@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hyp2.data.base import DataOptions, LabelledImages, RetrievalData, image_transform, register
+from hyp2.data.base import DATASETS, DataOptions, LabelledImages, RetrievalData, image_transform
 from hyp2.data._lists import ImageFiles
 from hyp2.errors import UserError
 
 
-@register("csv_folder", "example plugin: images/ and labels.csv (path,label;label) under --data_root")
+@DATASETS.register("csv_folder", "example plugin: images/ and labels.csv (path,label;label) under --data_root")
 def build(options: DataOptions) -> RetrievalData:
     root = Path(options.root)
     table = root / "labels.csv"

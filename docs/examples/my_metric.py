@@ -7,11 +7,11 @@ it within the top K of the Hamming ranking (0 when none does), averaged over que
 import numpy as np
 import torch
 
-from hyp2.evaluate import register_metric
+from hyp2.evaluate import METRICS
 from hyp2.metrics import hamming_ranking
 
 
-@register_metric("mrr", "mean reciprocal rank of the first relevant item within the top K")
+@METRICS.register("mrr", "mean reciprocal rank of the first relevant item within the top K")
 def mean_reciprocal_rank(query_codes, db_codes, query_labels, db_labels, *, topk):
     """(Q, K) and (N, K) codes (real, taken by sign), (Q, C) and (N, C) 0/1 labels -> float."""
     ranked, _ = hamming_ranking(query_codes, db_codes, topk=topk)  # (Q, k): ties in database order

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import UserError
 from ._cache import maybe_cache
 from ._lists import require_folder
-from .base import DataOptions, RetrievalData
+from .base import DATASETS, DataOptions, RetrievalData
 
 SPLITS = ("train", "query", "database")
 
@@ -39,17 +39,19 @@ def load_dataset(name: str, options: DataOptions, subset: int = 0, progress: boo
             builder's ``ValueError``, or an empty split (naming it and the data folder); builders
             raise their own ``UserError``.
     """
-    from . import dataset_info  # the registry fills itself on first use
-
     if subset < 0:
         raise ValueError(f"subset must be >= 0, got {subset}")
     try:
-        info = dataset_info(name)
+        info = DATASETS.get(name)
     except ValueError as e:  # an unknown name: the known ones are listed
         raise UserError(f"--dataset {name}: {e}") from None
     require_folder(Path(options.root), "--data_root", "pass the folder that holds (or is to hold) the datasets",
                    may_be_missing=True)
     data = info.build(options)  # builders raise UserError for what a user must fix
+    if not isinstance(data, RetrievalData):
+        raise UserError(f"--dataset {name}: its builder {getattr(info.build, '__module__', '?')}."
+                        f"{getattr(info.build, '__qualname__', info.build)} returned {type(data).__name__}, not a "
+                        f"RetrievalData; it must return the dataset's splits")
     if subset:
         data = take_subset(data, subset)
     for split in SPLITS:

@@ -18,6 +18,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
+from ..registry import Registry
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -202,16 +204,13 @@ class DatasetInfo:
     flags: tuple[str, ...] = ()
 
 
-_REGISTRY: dict[str, DatasetInfo] = {}
+def _entry(name: str, build: Callable[[DataOptions], RetrievalData], description: str,
+           defaults: dict[str, Any] | None = None, flags: tuple[str, ...] = ()) -> DatasetInfo:
+    if not callable(build):
+        raise TypeError(f"dataset {name!r}: expected a builder function, got {build!r}")
+    return DatasetInfo(name, build, description, dict(defaults or {}), tuple(flags))
 
 
-def register(name: str, description: str, defaults: dict[str, Any] | None = None, flags: tuple[str, ...] = ()):
-    """Decorator registering ``build(options) -> RetrievalData`` under ``name`` (see :class:`DatasetInfo`)."""
-
-    def deco(build: Callable[[DataOptions], RetrievalData]):
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        _REGISTRY[name] = DatasetInfo(name, build, description, dict(defaults or {}), tuple(flags))
-        return build
-
-    return deco
+#: every dataset, by its ``--dataset`` name: ``@DATASETS.register(name, description, defaults=...,
+#: flags=...)`` on a builder ``build(options: DataOptions) -> RetrievalData``
+DATASETS: Registry[DatasetInfo] = Registry("dataset", _entry, package="hyp2.data")

@@ -49,7 +49,7 @@ from ._extract import extract_into_place
 from ._lists import (LISTS, ImageList, list_split, output_folder, protocol_data, read_class_names, read_image_list,
                      read_text, require_folder, write_list_file)
 from ._pinned import DEEPHASH_REPO, ensure_pinned, pinned
-from .base import DataOptions, RetrievalData, register
+from .base import DataOptions, RetrievalData, DATASETS
 
 FOLDER = "coco"
 NUM_LABELS = 80
@@ -140,8 +140,9 @@ def build_coco(options: DataOptions, base_url: str | None = None, sizes: dict[st
     return protocol_data("coco", classes, splits, TOPK, found.provenance(folder, DEEPHASH_REPO))
 
 
-@register("coco", "MS-COCO 2014, 80 categories, HashNet protocol (DeepHash-pytorch lists, fetched): 10,000 train / "
-                  "5,000 queries / 117,218 database, mAP@5000", flags=("no_md5",))
+@DATASETS.register(
+    "coco", "MS-COCO 2014, 80 categories, HashNet protocol (DeepHash-pytorch lists, fetched): 10,000 train / "
+    "5,000 queries / 117,218 database, mAP@5000", flags=("no_md5",))
 def build(options: DataOptions) -> RetrievalData:
     return build_coco(options)
 

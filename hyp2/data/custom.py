@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import UserError
 from ._download import git_blob
 from ._lists import LISTS, default_class_names, list_split, read_class_names, read_image_list
-from .base import DataOptions, RetrievalData, register
+from .base import DataOptions, RetrievalData, DATASETS
 
 
 
@@ -51,7 +51,8 @@ def build_custom(options: DataOptions) -> RetrievalData:
                          provenance=provenance)
 
 
-@register("custom", "your own images: train.txt, test.txt, database.txt under --data_root (path + 0/1 labels a "
-                    "line), mAP over the whole database")
+@DATASETS.register(
+    "custom", "your own images: train.txt, test.txt, database.txt under --data_root (path + 0/1 labels a "
+    "line), mAP over the whole database")
 def build(options: DataOptions) -> RetrievalData:
     return build_custom(options)

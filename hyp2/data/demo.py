@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .base import DataOptions, LabelledImages, RetrievalData, image_transform, register
+from .base import DataOptions, LabelledImages, RetrievalData, image_transform, DATASETS
 
 CLASSES = ("red_square", "green_disc", "blue_triangle", "yellow_cross", "magenta_ring",
            "cyan_bar", "stripes", "checker")
@@ -97,7 +97,7 @@ class _ArrayImages:
         return Image.fromarray(self.images[i])
 
 
-@register("demo", "synthetic multi-label shapes, generated in memory (no download)", defaults=DEFAULTS)
+@DATASETS.register("demo", "synthetic multi-label shapes, generated in memory (no download)", defaults=DEFAULTS)
 def build(options: DataOptions) -> RetrievalData:
     images, labels = generate(NUM_TRAIN + NUM_QUERY, DEMO_SEED)
     ids = [f"demo/{i:05d}" for i in range(len(images))]

@@ -53,7 +53,7 @@ from ._download import git_blob
 from ._lists import (ImageFiles, check_labels, default_class_names, output_folder, read_class_names, read_text,
                      require_files, require_folder, require_inside, write_list_file)
 from ._pinned import HYP2_REPO, Found, ensure_pinned, pinned
-from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
+from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, DATASETS
 
 FOLDER = "flickr25k"
 NUM_QUERY, NUM_TRAIN, TOPK = 1000, 4000, 1000
@@ -281,8 +281,9 @@ def build_flickr(options: DataOptions, num_query: int = NUM_QUERY, num_train: in
                          provenance=provenance)
 
 
-@register("flickr", "MIRFLICKR-25K: 38 labels, the HyP² authors' split (fetched): 1,000 queries / 4,000 train / "
-                    "19,581 database, mAP@1000", flags=("split_file",))
+@DATASETS.register(
+    "flickr", "MIRFLICKR-25K: 38 labels, the HyP² authors' split (fetched): 1,000 queries / 4,000 train / "
+    "19,581 database, mAP@1000", flags=("split_file",))
 def build(options: DataOptions) -> RetrievalData:
     return build_flickr(options)
 

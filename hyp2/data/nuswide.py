@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ._lists import LISTS, default_class_names, list_split, protocol_data, read_class_names, read_image_list
 from ._pinned import HYP2_REPO, ensure_pinned, pinned
-from .base import DataOptions, RetrievalData, register
+from .base import DataOptions, RetrievalData, DATASETS
 
 FOLDER = "nus_wide"
 NUM_LABELS = 21
@@ -55,7 +55,8 @@ def build_nuswide(options: DataOptions, check_files: bool = True, progress: bool
     return protocol_data("nuswide", classes, splits, TOPK, found.provenance(folder, HYP2_REPO))
 
 
-@register("nuswide", "NUS-WIDE, 21 concepts, the HyP² authors' lists (fetched into <root>/nus_wide): 10,500 train / "
-                     "2,100 queries / 193,734 database, mAP@5000")
+@DATASETS.register(
+    "nuswide", "NUS-WIDE, 21 concepts, the HyP² authors' lists (fetched into <root>/nus_wide): 10,500 train / "
+    "2,100 queries / 193,734 database, mAP@5000")
 def build(options: DataOptions) -> RetrievalData:
     return build_nuswide(options)

@@ -28,7 +28,7 @@ from ..errors import UserError
 from ._download import check_md5, fetch
 from ._extract import extract_into_place
 from ._lists import ImageFiles, read_text, require_files
-from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, register
+from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, DATASETS
 
 CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
            "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -169,13 +169,15 @@ def build_voc(options: DataOptions, year: str, md5s: dict[str, str] | None = Non
                          provenance=provenance)
 
 
-@register("voc2007", "PASCAL VOC 2007: 20 classes, trainval 5,011 = train = database, test 4,952 queries, mAP@5011",
-          flags=("voc_url", "no_md5"))
+@DATASETS.register(
+    "voc2007", "PASCAL VOC 2007: 20 classes, trainval 5,011 = train = database, test 4,952 queries, mAP@5011",
+    flags=("voc_url", "no_md5"))
 def build_voc2007(options: DataOptions) -> RetrievalData:
     return build_voc(options, "2007")
 
 
-@register("voc2012", "PASCAL VOC 2012: 20 classes, train 5,717 = database, val 5,823 queries, mAP@5717",
-          flags=("voc_url", "no_md5"))
+@DATASETS.register(
+    "voc2012", "PASCAL VOC 2012: 20 classes, train 5,717 = database, val 5,823 queries, mAP@5717",
+    flags=("voc_url", "no_md5"))
 def build_voc2012(options: DataOptions) -> RetrievalData:
     return build_voc(options, "2012")

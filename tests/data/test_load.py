@@ -20,13 +20,13 @@ from .test_custom import LABELS, write_custom
 TOY = '''
 import numpy as np
 from PIL import Image
-from hyp2.data.base import LabelledImages, RetrievalData, image_transform, register
+from hyp2.data.base import DATASETS, LabelledImages, RetrievalData, image_transform
 
 class Grey:
     def __call__(self, i):
         return Image.new("RGB", (8, 8), (10 * i, 0, 0))
 
-@register("toy_outside", "a dataset registered from a module outside the package")
+@DATASETS.register("toy_outside", "a dataset registered from a module outside the package")
 def build(options):
     labels = np.eye(3, dtype=np.uint8)[[0, 1, 2, 0, 1, 2]]
     split = LabelledImages([f"toy/{i}" for i in range(6)], labels, Grey(), image_transform(options.image_size, False))
@@ -41,7 +41,7 @@ def toy(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.import_module("toy_plugin_module")
     yield "toy_outside"
-    base._REGISTRY.pop("toy_outside", None)
+    base.DATASETS.unregister("toy_outside")
     sys.modules.pop("toy_plugin_module", None)
 
 
@@ -73,10 +73,26 @@ def test_empty_split_names_the_split_and_the_folder(toy, tmp_path, monkeypatch):
         split = LabelledImages(["x", "y"], labels, lambda i: None, image_transform(8, False))
         return RetrievalData("toy_outside", ("a", "b"), split, split.head(0), split, topk=None)
 
-    monkeypatch.setitem(base._REGISTRY, "toy_outside", base.DatasetInfo("toy_outside", empty_query, "empty"))
+    base.DATASETS.unregister("toy_outside")  # the fixture's entry, replaced by one with an empty query split
+    base.DATASETS.register("toy_outside", "empty", empty_query)
     with pytest.raises(UserError, match=rf"--dataset toy_outside: the query split is empty; check its files under "
                                         rf"{tmp_path}"):
         load_dataset("toy_outside", DataOptions(root=tmp_path))
+
+
+def test_a_builder_that_returns_nothing_is_one_line(tmp_path):
+    base.DATASETS.register("toy_none", "returns None", lambda options: None)
+    try:
+        with pytest.raises(UserError, match=r"--dataset toy_none: its builder .* returned NoneType, not a "
+                                            r"RetrievalData"):
+            load_dataset("toy_none", DataOptions(root=tmp_path))
+    finally:
+        base.DATASETS.unregister("toy_none")
+
+
+def test_a_plugin_taking_a_built_in_name_is_told_so(tmp_path):
+    with pytest.raises(ValueError, match="dataset 'demo' is already registered; choose another name"):
+        base.DATASETS.register("demo", "again", lambda options: None)
 
 
 def test_unknown_dataset_and_bad_subset(tmp_path):
