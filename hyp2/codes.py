@@ -217,3 +217,19 @@ def _checked(path: Path, arrays: dict[str, np.ndarray]) -> CodeDatabase:
     if not isinstance(meta, dict):
         raise bad("meta is not a JSON object")
     return CodeDatabase(db.codes, db.labels, db.ids, num_bits, tuple(str(c) for c in classes), meta, queries)
+
+
+def check_same_model(hasher, db: CodeDatabase, codes_path) -> None:
+    """Refuse codes exported from another model than ``hasher``'s: the same bits are not enough
+    (another seed or epoch of the same run ranks meaninglessly), so both must carry one identity,
+    the digest of the model's weights."""
+    ckpt_path = hasher.checkpoint.path
+    if hasher.num_bits != db.num_bits:
+        raise UserError(f"codes file {codes_path} holds {db.num_bits}-bit codes but checkpoint {ckpt_path} has "
+                        f"{hasher.num_bits} bits; pass the codes exported with this checkpoint")
+    exported_from = db.meta.get("model_digest")
+    if exported_from != hasher.digest:
+        what = (f"was exported from another model (digest {exported_from}, checkpoint {ckpt_path} has "
+                f"{hasher.digest})" if exported_from else "does not say which model it was exported from")
+        raise UserError(f"codes file {codes_path} {what}; re-export with: python retrieval.py <the run's flags> "
+                        f"--test --export_codes")

@@ -27,7 +27,7 @@ from PIL import Image
 
 from .codes import CodeDatabase, load_codes
 from .errors import UserError, reason
-from .index import CodeIndex
+from .index import CodeIndex, Hit
 from .runfile import MissingData, from_test, note, run_labels, run_name
 
 #: queries drawn at random (seeded) when the user names none
@@ -145,17 +145,6 @@ def encode_image(img: Image.Image) -> tuple[str, bytes]:
 
 
 @dataclass(frozen=True)
-class Hit:
-    """One retrieved database item: its id, Hamming distance, label names, and whether it shares a
-    label with the query (None when the query's labels are unknown, e.g. an uploaded image)."""
-
-    id: str
-    distance: int
-    labels: tuple[str, ...]
-    relevant: bool | None
-
-
-@dataclass(frozen=True)
 class Retrieval:
     """A query's top database items (rank order, ties in database order)."""
 
@@ -175,22 +164,6 @@ def codes_by_id(db: CodeDatabase) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return found
 
 
-def rank_packed(db: CodeDatabase, packed: np.ndarray, top: int, labels: np.ndarray | None = None,
-                index: CodeIndex | None = None) -> list[tuple[Hit, ...]]:
-    """The top ``top`` database items of each packed query code (Q, B) by Hamming distance, ties
-    in database order; with the queries' (Q, C) ``labels``, each hit says whether it is relevant.
-    ``index`` is ``db``'s :class:`~hyp2.index.CodeIndex` when the caller keeps one (the search page)."""
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ValueError(f"top must be a positive int, got {top!r}")
-    indices, dists = (index or CodeIndex.from_database(db)).search(packed, top)
-    if labels is None:
-        relevant = np.full(indices.shape, None, dtype=object)
-    else:
-        relevant = (db.labels.astype(bool)[indices] & np.asarray(labels).astype(bool)[:, None, :]).any(axis=2)
-    return [tuple(Hit(str(db.ids[j]), int(d), tuple(db.label_names(j)), None if ok is None else bool(ok))
-                  for j, d, ok in zip(indices[r], dists[r], relevant[r])) for r in range(len(indices))]
-
-
 def retrieve(db: CodeDatabase, query_ids: Sequence[str], top: int) -> list[Retrieval]:
     """Rank ``db`` for each id's stored code (a query id, else a database id) by Hamming distance.
 
@@ -203,7 +176,7 @@ def retrieve(db: CodeDatabase, query_ids: Sequence[str], top: int) -> list[Retri
     codes = codes_by_id(db)
     packed = np.stack([codes[q][0] for q in query_ids])
     labels = np.stack([codes[q][1] for q in query_ids])
-    hits = rank_packed(db, packed, top, labels)
+    hits = CodeIndex.from_database(db).hits(packed, top, labels)
     return [Retrieval(q, tuple(db.classes[c] for c in np.flatnonzero(labels[r])), hits[r])
             for r, q in enumerate(query_ids)]
 

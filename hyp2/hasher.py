@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from .errors import UserError, reason
 from .checkpoint import Checkpoint, load_checkpoint
+from .metrics import binarize
 from .validate import check_int
 
 #: images encoded per forward pass by default
@@ -175,7 +176,7 @@ class Hasher:
         """(B, K) int8 codes of ±1 on the CPU: the signs of :meth:`outputs`, 0 counted as +1."""
         batch_size = check_int("Hasher.encode", "batch_size", batch_size, minimum=1)
         out = self.outputs(images, batch_size)
-        return torch.where(out >= 0, 1, -1).to(torch.int8)
+        return binarize(out)
 
 
 def _check_finite(x: torch.Tensor) -> None:

@@ -19,6 +19,7 @@ stable, one pass over the database) answers. Both give identical results.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,7 +29,19 @@ import torch
 from .metrics import hamming_ranking, pack_codes
 from .validate import check_int
 
-__all__ = ["CodeIndex"]
+__all__ = ["CodeIndex", "Hit"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved database item: its id (its index when the index has no ids), Hamming
+    distance, label names, and whether it shares a label with the query (None when the query's
+    labels are unknown, e.g. an uploaded image)."""
+
+    id: str
+    distance: int
+    labels: tuple[str, ...]
+    relevant: bool | None
 
 
 def _import_faiss(use_faiss: bool | None):
@@ -131,6 +144,28 @@ class CodeIndex:
         if self._faiss is None:
             return hamming_ranking(packed, self.codes, depth, num_bits=self.num_bits)
         return self._search_faiss(packed, depth)
+
+    def hits(self, codes: Any, k: int, query_labels: Any = None) -> list[tuple[Hit, ...]]:
+        """:meth:`search`, each result as a :class:`Hit` (id, distance, label names); with the
+        queries' ``(Q, C)`` 0/1 ``query_labels``, each hit also says whether it is relevant. The one
+        ranking behind ``hyp2.search``, the search page and the galleries."""
+        indices, dists = self.search(codes, k)
+        if query_labels is None or self.labels is None:
+            relevant = np.full(indices.shape, None, dtype=object)
+        else:
+            relevant = (self.labels.astype(bool)[indices]
+                        & np.asarray(query_labels).astype(bool)[:, None, :]).any(axis=2)
+        return [tuple(Hit(self._id(j), int(d), self._label_names(j), None if ok is None else bool(ok))
+                      for j, d, ok in zip(indices[r], dists[r], relevant[r])) for r in range(len(indices))]
+
+    def _id(self, j: int) -> str:
+        return str(self.ids[j]) if self.ids is not None else str(int(j))
+
+    def _label_names(self, j: int) -> tuple[str, ...]:
+        if self.labels is None:
+            return ()
+        columns = np.flatnonzero(self.labels[j])
+        return tuple(self.classes[c] for c in columns) if self.classes is not None else tuple(map(str, columns))
 
     def _pack(self, codes: Any) -> np.ndarray:
         """Query codes -> ``(Q, nbytes)`` packed uint8, checking the width."""

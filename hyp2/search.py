@@ -25,14 +25,13 @@ from typing import Any, Sequence
 
 
 from ._plugins import add_plugin_flag, load_plugins
-from .codes import CODES_FORMAT, CODES_VERSION, CodeDatabase, export_codes, load_codes
+from .codes import CodeDatabase, check_same_model, load_codes
 from .errors import ArgumentParser, UserError, resolve_device, run_command
 from .hasher import load_hasher
 from .index import CodeIndex
 from .metrics import pack_codes
 
-__all__ = ["CODES_FORMAT", "CODES_VERSION", "CodeDatabase", "export_codes", "load_codes", "check_same_model",
-           "search", "main"]
+__all__ = ["search", "main"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -56,10 +55,9 @@ def search(query_outputs: Any, db: CodeDatabase, top: int,
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ValueError(f"top must be a positive int, got {top!r}")
     # the index checks the codes' width against K (ValueError otherwise)
-    indices, dists = (index or CodeIndex.from_database(db)).search(query_outputs, top)
-    return [[{"rank": r + 1, "distance": int(d), "id": str(db.ids[j]), "labels": db.label_names(j)}
-             for r, (j, d) in enumerate(zip(row_i, row_d))]
-            for row_i, row_d in zip(indices, dists)]
+    hits = (index or CodeIndex.from_database(db)).hits(query_outputs, top)
+    return [[{"rank": r + 1, "distance": h.distance, "id": h.id, "labels": list(h.labels)} for r, h in enumerate(row)]
+            for row in hits]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -82,22 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_plugin_flag(p)
     return p
-
-
-def check_same_model(hasher, db: CodeDatabase, codes_path: Path) -> None:
-    """Refuse codes exported from another model than ``hasher``'s: the same bits are not enough
-    (another seed or epoch of the same run ranks meaninglessly), so both must carry one identity,
-    the digest of the model's weights."""
-    ckpt_path = hasher.checkpoint.path
-    if hasher.num_bits != db.num_bits:
-        raise UserError(f"codes file {codes_path} holds {db.num_bits}-bit codes but checkpoint {ckpt_path} has "
-                        f"{hasher.num_bits} bits; pass the codes exported with this checkpoint")
-    exported_from = db.meta.get("model_digest")
-    if exported_from != hasher.digest:
-        what = (f"was exported from another model (digest {exported_from}, checkpoint {ckpt_path} has "
-                f"{hasher.digest})" if exported_from else "does not say which model it was exported from")
-        raise UserError(f"codes file {codes_path} {what}; re-export with: python retrieval.py <the run's flags> "
-                        f"--test --export_codes")
 
 
 def _print_table(images: Sequence[str], results: list[list[dict[str, Any]]]) -> None:

@@ -41,10 +41,10 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from ._plugins import add_plugin_flag
-from .codes import CodeDatabase, load_codes
+from .codes import CodeDatabase, check_same_model, load_codes
 from .errors import ArgumentParser, UserError, reason, resolve_device
 from .index import CodeIndex
-from .gallery import ImageSource, Retrieval, codes_by_id, encode_image, rank_packed, thumbnail
+from .gallery import ImageSource, Retrieval, codes_by_id, encode_image, thumbnail
 from .metrics import pack_codes
 from .serve_pages import MAX_TOP, Query, home_page, results_json, results_page
 from .uploads import (BUDGET_WAIT_S, MAX_PIXELS, MAX_UPLOAD_LIMIT_MB, MAX_UPLOAD_MB, PIXEL_WEIGHT, PIXELS_IN_FLIGHT,
@@ -115,7 +115,7 @@ class SearchService:
         if entry is None:
             raise BadRequest(404, f"no image {ident!r} in the codes file; pick one on the start page")
         code, labels = entry
-        hits = rank_packed(self.db, code[None, :], top, labels[None, :], index=self.index)[0]
+        hits = self.index.hits(code[None, :], top, labels[None, :])[0]
         names = tuple(self.db.classes[c] for c in np.flatnonzero(labels))
         return Query(ident, ident, names), Retrieval(ident, names, hits)
 
@@ -135,7 +135,7 @@ class SearchService:
                 outputs = self.hasher.forward(x)
         except UserError as e:
             raise BadRequest(500, f"the model cannot encode this image: {e}") from None
-        hits = rank_packed(self.db, pack_codes(outputs), top, index=self.index)[0]
+        hits = self.index.hits(pack_codes(outputs), top)[0]
         return Query(None, name, (), preview), Retrieval(name, (), hits)
 
     def _thumbnail(self, ident: str) -> tuple[str, bytes] | None:
@@ -396,7 +396,6 @@ def build_parser() -> argparse.ArgumentParser:
 def open_service(args: argparse.Namespace) -> SearchService:
     """Load the model, the codes (refused when another model exported them) and the images."""
     from .hasher import load_hasher
-    from .search import check_same_model
 
     if not 1 <= args.top <= MAX_TOP:
         raise UserError(f"--top {args.top}: must be between 1 and {MAX_TOP}")

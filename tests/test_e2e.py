@@ -18,7 +18,7 @@ import hyp2
 from conftest import imagenet_like
 from hyp2.cli import main
 from hyp2.data import DataOptions, build_dataset
-from hyp2.search import load_codes
+from hyp2.codes import load_codes
 from hyp2.search import main as search_main
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

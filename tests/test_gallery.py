@@ -15,6 +15,7 @@ from hyp2 import gallery
 from hyp2.codes import CodeDatabase, load_codes
 from hyp2.data import DataOptions, build_dataset
 from hyp2.errors import UserError
+from hyp2.index import CodeIndex
 from hyp2.metrics import pack_codes
 from hyp2.runfile import load_run
 
@@ -85,7 +86,7 @@ def test_retrieve_on_real_codes_matches_a_naive_loop(run16):
 
 def test_uploads_rank_without_labels():
     db = hand_db()
-    (hits,) = gallery.rank_packed(db, pack_codes(np.array([[1.0, 1.0, 1.0, 1.0]])), top=2)
+    (hits,) = CodeIndex.from_database(db).hits(pack_codes(np.array([[1.0, 1.0, 1.0, 1.0]])), 2)
     assert [(h.id, h.relevant) for h in hits] == [("d0", None), ("d3", None)]
 
 

@@ -17,7 +17,8 @@ from hyp2.evaluate import encode
 from hyp2.metrics import pack_codes
 from hyp2.models import ModelRecipe, build_model
 from hyp2.checkpoint import save_checkpoint
-from hyp2.search import export_codes, load_codes, main, search
+from hyp2.codes import export_codes, load_codes
+from hyp2.search import main, search
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["red_square", "green_disc", "blue_triangle", "yellow_cross", "magenta_ring",

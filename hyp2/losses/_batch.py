@@ -122,13 +122,6 @@ def log_cosh(x: torch.Tensor) -> torch.Tensor:
     return a + torch.log1p(torch.exp(-2.0 * a)) - math.log(2.0)
 
 
-def binarize(x: torch.Tensor) -> torch.Tensor:
-    """±1 codes of ``x`` (0 maps to +1, so every bit is a valid code bit), detached."""
-    x = x.detach()
-    return torch.where(x >= 0, torch.ones((), dtype=x.dtype, device=x.device),
-                       -torch.ones((), dtype=x.dtype, device=x.device))
-
-
 def pair_logistic(theta: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """Negative log-likelihood of pairwise labels s under p(s=1) = σ(θ): log(1 + e^θ) − s·θ.
 

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import torch
 
-from ._batch import binarize, off_diagonal, pair_logistic, shares_label
+from ..metrics import signs
+from ._batch import off_diagonal, pair_logistic, shares_label
 from .base import HashLoss
 from .options import Option
 from .registry import LOSSES
@@ -59,5 +60,5 @@ class DPSHLoss(HashLoss):
         theta = 0.5 * (h @ h.T)
         nll = pair_logistic(theta, s)
         pair = torch.where(off_diagonal(batch, h.device), nll, torch.zeros_like(nll)).sum()
-        quant = (binarize(h) - h).pow(2).sum()
+        quant = (signs(h.detach(), h.dtype) - h).pow(2).sum()
         return {"pair": pair / count, "quant": quant / count}

@@ -34,7 +34,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._batch import binarize, masked_mean
+from ..metrics import signs
+from ._batch import masked_mean
 from ._codes import hadamard, is_power_of_two, new_generator, random_signs
 from .base import HashLoss
 from .options import Option
@@ -100,5 +101,5 @@ class OrthoHashLoss(HashLoss):
         target = labels / counts.clamp(min=1.0)                  # label smoothing; 0 if no label
         per_sample = -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
         ce = masked_mean(per_sample, counts.squeeze(1) > 0)
-        quant = (1.0 - F.cosine_similarity(h, binarize(h), dim=1)).mean()
+        quant = (1.0 - F.cosine_similarity(h, signs(h.detach(), h.dtype), dim=1)).mean()
         return {"ce": ce, "quant": quant}

@@ -20,6 +20,14 @@ import torch
 
 from ..validate import check_int, is_int
 
+
+def signs(x: torch.Tensor, dtype: torch.dtype = torch.int8) -> torch.Tensor:
+    """The project's one sign rule: ±1 of ``dtype`` from real values (``x >= 0`` is +1, so 0 is +1
+    and every bit is a valid code bit) or from bool bits (True is +1). Elementwise, on ``x``'s
+    device, no check and no read on the host (the losses use it inside a training step)."""
+    bits = x if x.dtype == torch.bool else x >= 0
+    return bits.to(dtype) * 2 - 1
+
 _OWNER = "hyp2.metrics"  # how argument errors name their source
 _CHECK_ROWS = 1 << 16  # rows per validation step (bounds the temporaries of the checks)
 _UNSIGNED = (torch.uint8, torch.uint16, torch.uint32, torch.uint64)

@@ -19,13 +19,14 @@ from ..validate import check_int
 from ._consumers import Dense, RelevantCount, divide_or_zero
 from ._flows import Problem
 from ._graded import average_precision, graded_terms
-from ._inputs import CodeSource, check_chunk, check_ns, check_topk
+from ._inputs import CodeSource, check_chunk, check_ns, check_topk, signs
 from ._scan import scan
 from ._ties import tie_aware_ap
 from .options import DEFAULT_OPTIONS, EngineOptions
 
 __all__ = [
     "binarize",
+    "signs",
     "pack_codes",
     "unpack_codes",
     "hamming_distance",
@@ -64,7 +65,7 @@ def binarize(codes: Any) -> torch.Tensor:
     Returns:
         ``(N, K)`` ``torch.int8`` tensor of ±1, on the input's device (CPU for numpy input).
     """
-    return CodeSource(codes, "codes").bits().to(torch.int8) * 2 - 1
+    return signs(CodeSource(codes, "codes").bits())
 
 
 def pack_codes(codes: Any) -> np.ndarray:
