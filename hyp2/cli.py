@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     _added_flags(p.add_argument_group("added flags"), _choices(loss_names(), lambda n: loss_spec(n).description))
     _dataset_flags(p.add_argument_group("dataset flags"))
     _run_flags(p)
+    p.add_argument("--config", type=Path, metavar="FILE.yaml",
+                   help="read flags from a YAML file (keys: the flags without dashes); flags typed after it win; "
+                        "result/{run}.yaml repeats a run")
     return p
 
 
@@ -143,7 +146,14 @@ def given_flags(argv: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def parse_config(argv: Sequence[str] | None = None) -> Config:
-    """Parse, fill dataset/backbone defaults, validate, and freeze. Raises :class:`UserError`."""
+    """Parse (``--config FILE`` read first, :mod:`hyp2.configfile`), fill dataset/backbone defaults,
+    validate, and freeze. Raises :class:`UserError`."""
+    from .configfile import with_config_file
+
+    return with_config_file(argv, _parse_config)
+
+
+def _parse_config(argv: list[str]) -> Config:
     from ._plugins import load_plugins
     from .data import dataset_info
     from .models import get_backbone
@@ -265,3 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(config)
 
     return run_command(body)
+
+
+if __name__ == "__main__":  # python -m hyp2.cli, as retrieval.py (how torchrun and sweeps start a run)
+    import sys
+
+    sys.exit(main())
