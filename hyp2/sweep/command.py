@@ -139,7 +139,8 @@ def _newer_than(path: Path, sources: Sequence[Path]) -> bool:
 def _finish(plan: Plan, journal: Journal, states: dict[str, RunState], report_dir: str | None) -> None:
     busy = [n for n, s in states.items() if s.status in (QUEUED, RUNNING)]
     if busy:
-        print(f"{len(busy)} runs queued or running; run the same command again to see their states (or add --wait)")
+        print(f"{len(busy)} of {len(plan.runs)} runs queued or running; run the same command again to see their "
+              f"states (or add --wait)")
         return
     _report(plan, states, report_dir)
     failed = [n for n, s in states.items() if s.status == FAILED]
