@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .._plugins import add_plugin_flag, load_plugins
 from ..errors import ArgumentParser, Terminated, UserError, run_command
 from .plan import Plan, load_plan, shipped_plans
 from .state import DONE, FAILED, INTERRUPTED, PENDING, QUEUED, RUNNING, TRAINED, Journal, RunState, run_state
@@ -56,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="slurm: keep polling until every job has ended")
     p.add_argument("--poll", type=float, default=15.0, metavar="S", help="slurm --wait: seconds between looks")
     slurm = p.add_argument_group("slurm (--launcher slurm, through submitit)")
-    slurm.add_argument("--slurm_partition", default=None)
+    slurm.add_argument("--slurm_partition", default=None, metavar="P", help="the partition (default: the cluster's)")
     slurm.add_argument("--slurm_gpus_per_job", type=int, default=1, metavar="N",
                        help="GPUs per job (0: CPU jobs; more than 1 trains under torchrun, DDP)")
     slurm.add_argument("--slurm_time", default=None, metavar="TIME",
@@ -64,7 +63,6 @@ def _parser() -> argparse.ArgumentParser:
     slurm.add_argument("--slurm_mem", default=None, metavar="MEM", help="memory per job, e.g. 32G")
     slurm.add_argument("--slurm_extra", action="append", default=[], metavar="KEY=VALUE",
                        help="any other sbatch option (repeatable), e.g. account=proj, qos=high")
-    add_plugin_flag(p)
     return p
 
 
@@ -206,7 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line; the exit status (0: every run done, 2: bad input or runs failed or left)."""
 
     def body():
-        load_plugins(argv)
         args = _parser().parse_args(argv)
         _check(args)
         plan = load_plan(args.plan, args.set, args.result_dir)
