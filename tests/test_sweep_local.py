@@ -204,3 +204,48 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
 def test_bad_arguments_are_one_line(tmp_path, args, message):
     result = sweep(tmp_path, *args)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_a_run_held_by_another_process_is_waited_for(tmp_path):
+    plan = tmp_path / "held.yaml"
+    plan.write_text("defaults: {dataset: demo, subset: 60, epochs: 1, batch_size: 20, hash_bit: 8}\n", encoding="utf-8")
+    lock = tmp_path / "result" / "demo_small_8.lock"
+    lock.parent.mkdir()
+    code = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline() == "held\n"
+    out = tmp_path / "sweep.out"
+    with open(out, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "hyp2.sweep", str(plan)], cwd=tmp_path, env=env(),
+                                stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: f"in use by another process (PID {holder.pid})" in out.read_text(), "the sweep to wait")
+        assert proc.poll() is None and not (tmp_path / "result" / "demo_small_8.json").exists()
+        holder.stdin.close()  # the other process ends: its lock is released
+        holder.wait(TIMEOUT)
+        assert proc.wait(TIMEOUT) == 0, out.read_text()
+    finally:
+        for p in (proc, holder):
+            if p.poll() is None:
+                p.kill()
+    assert done_1(tmp_path / "result", "demo_small_8") and "demo_small_8: started" in out.read_text()
+
+
+def test_a_job_with_several_processes_trains_under_torchrun(tmp_path):
+    """What --slurm_gpus_per_job N > 1 runs: training under torchrun (here two gloo processes on the
+    CPU), then --test in the job's own process."""
+    command = [sys.executable, "-m", "hyp2.sweep.job", "--torchrun=2", "--", "--dataset", "demo", "--subset", "90",
+               "--epochs", "1", "--batch_size", "30", "--hash_bit", "16", "--device", "cpu", "--result_dir", "out"]
+    # a new session, so that a hang is ended with torchrun's workers
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env(OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-3000:]
+    assert "x 2 processes" in out and "test: map@" in out
+    assert done_1(tmp_path / "out", "demo_small_16")

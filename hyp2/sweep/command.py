@@ -155,7 +155,9 @@ def _finish(plan: Plan, journal: Journal, states: dict[str, RunState], report_di
 def _local(plan: Plan, journal: Journal, states: dict[str, RunState], args: argparse.Namespace) -> dict:
     from .local import LocalSweep
 
-    todo = _todo(plan, states, args.retry_failed)
+    # a run another process holds is waited for, then looked at again
+    wanted = {run.name for run in _todo(plan, states, args.retry_failed)}
+    todo = [run for run in plan.runs if run.name in wanted or states[run.name].status == RUNNING]
     if todo:
         try:
             LocalSweep(plan, todo, args.jobs, journal, args.retry_failed, states).run()
