@@ -86,9 +86,10 @@ def test_demo_plan_end_to_end(reference):
     table = (cwd / "report" / "demo" / "results.md").read_text(encoding="utf-8")
     assert all(f"| {run} | demo |" in table for run in DEMO_RUNS)
     assert (cwd / "report" / "demo" / "index.html").is_file()
-    again = sweep(cwd, "demo", "--jobs", "2", *TINY)  # nothing left: nothing runs, the report is rewritten
+    again = sweep(cwd, "demo", "--jobs", "2", *TINY)  # nothing left: nothing runs
     assert again.returncode == 0 and "started" not in again.stdout
     assert ": done, " not in again.stdout and "4 done" in again.stdout.splitlines()[0]
+    assert "(up to date: 4 of 4 runs done)" in again.stdout  # nothing changed: the report is not redrawn
 
 
 def test_killed_sweep_resumes_without_redoing_work(reference, tmp_path):

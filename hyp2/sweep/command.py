@@ -114,8 +114,7 @@ def _report(plan: Plan, states: dict[str, RunState], report_dir: str | None) -> 
     out = Path(report_dir) if report_dir else Path("report") / plan.name
     sources = [run.file(".json") for run in done] + [plan.source]
     made_from = f"from {len(done)} run file(s): " + ", ".join(f"`{p}`" for p in sources[:-1]) + "."
-    if _newer_than(out / "index.html", sources) and _newer_than(out / "results.md", sources) \
-            and made_from in (out / "results.md").read_text(encoding="utf-8"):
+    if _newer_than(out / "index.html", sources) and made_from in _made_from(out / "results.md", sources):
         print(f"report: {out / 'results.md'} and {out / 'index.html'} (up to date: {len(done)} of "
               f"{len(plan.runs)} runs done)")
         return
@@ -132,6 +131,14 @@ def _newer_than(path: Path, sources: Sequence[Path]) -> bool:
         return all(source.stat().st_mtime < made for source in sources)
     except OSError:
         return False
+
+
+def _made_from(results: Path, sources: Sequence[Path]) -> str:
+    """The text of a report's results.md newer than ``sources`` (which it names), else ''."""
+    try:
+        return results.read_text(encoding="utf-8") if _newer_than(results, sources) else ""
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def _finish(plan: Plan, journal: Journal, states: dict[str, RunState], report_dir: str | None) -> None:
