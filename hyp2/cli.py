@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     _added_flags(p.add_argument_group("added flags"), LOSSES.describe())
     _dataset_flags(p.add_argument_group("dataset flags"))
     _run_flags(p)
+    p.add_argument("--config", type=Path, metavar="FILE.yaml",
+                   help="read flags from a YAML file (keys: the flags without dashes); flags typed after it win; "
+                        "result/{run}.yaml repeats a run")
     return p
 
 
@@ -141,15 +144,21 @@ class _Layers:
 
 
 def parse_config(argv: Sequence[str] | None = None) -> Config:
-    """Parse, fill defaults layer by layer, validate, and freeze. Raises :class:`UserError`."""
+    """Parse (``--config FILE`` read first, :mod:`hyp2.configfile`), fill dataset/backbone defaults,
+    validate, and freeze. Raises :class:`UserError`."""
+    from .configfile import with_config_file
+
+    return with_config_file(argv, _parse_config)
+
+
+def _parse_config(argv: list[str]) -> Config:
     from ._plugins import load_plugins
     from .data import DATASETS
     from .models import BACKBONES
 
     plugins = load_plugins(argv)  # before the parser, so their entries are among the choices
     args = build_parser().parse_args(argv)
-    # a flag is given when it is not at its parser default: None, False (a switch) or [] (repeatable)
-    given = {k: v for k, v in vars(args).items() if v is not None and v is not False and v != []}
+    given = _given(args)
     layers = _Layers(("command line", given))
     if args.checkpoint is not None:
         if not args.test:
@@ -192,6 +201,17 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
         export_codes=args.export_codes, plots=args.plots, checkpoint=args.checkpoint, tensorboard=args.tensorboard,
         verbosity=1 if args.verbose else -1 if args.quiet else 0, plugins=tuple(plugins),
     )
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags present: those not at their parser default (None, False for a switch, [])."""
+    return {k: v for k, v in vars(args).items() if v is not None and v is not False and v != []}
+
+
+def given_flags(argv: Sequence[str]) -> tuple[str, ...]:
+    """The destinations of the flags present in ``argv`` (a config file's flags are merged with
+    them, :mod:`hyp2.configfile`)."""
+    return tuple(sorted(_given(build_parser().parse_args(list(argv)))))
 
 
 def _checkpoint_config(path: Path) -> dict[str, Any]:
@@ -305,3 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     return run_command(body)
 
+
+if __name__ == "__main__":  # python -m hyp2.cli, as retrieval.py (how torchrun and sweeps start a run)
+    import sys
+
+    sys.exit(main())

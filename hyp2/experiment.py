@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from .checkpoint import ResumeState
 from .checkpointer import Checkpointer, recover
 from .config import Config
+from .configfile import write_run_config
 from .data import DataOptions, RetrievalData, load_dataset, unlabelled_warning
 from .distributed import (Dist, all_agree, average_gradients, barrier, broadcast_float, gather_batch, gather_rows,
                           init_from_env, per_rank_batch, shard, shutdown)
@@ -121,6 +122,7 @@ def run_train(config: Config) -> float:
                 _refuse_to_replace(config, files)
                 if config.overwrite:  # before this run writes anything, its log included
                     retired = files.retire()
+                write_run_config(config, files.yaml)  # `retrieval.py --config {run}.yaml` repeats the run
             with run_log(files.log if config.save and d.is_main else None):
                 if retired:
                     log.info(f"--overwrite: moved the earlier run's {len(retired)} files to {files.retired}; they are "

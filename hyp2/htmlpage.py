@@ -184,11 +184,13 @@ def report_page(*, sources: Sequence[Path], results: tuple[Sequence[str], Sequen
                 paper: tuple[Sequence[str], Sequence[Sequence[str]]],
                 figures: Sequence[tuple[str, Sequence[Path], str]],
                 galleries: Sequence[tuple[Gallery, Path | None]], runs: Sequence[tuple[dict, str]],
-                notes: Sequence[str]) -> str:
-    """The text of ``index.html``: results table beside the paper, the paper's table, figures,
+                notes: Sequence[str], grid: str = "") -> str:
+    """The text of ``index.html``: results table beside the paper, the paper's tables with our runs
+    set in (``grid``, HTML from :func:`hyp2.papergrid.grid_html`), the paper's HyP² table, figures,
     galleries, every run's record and the notes. ``results`` and ``paper`` are (headers, rows)
     as :mod:`hyp2.report` lays them out for results.md."""
-    nav = ("<nav><a href=\"#results\">Results</a><a href=\"#figures\">Figures</a>"
+    nav = ("<nav><a href=\"#results\">Results</a>" + ("<a href=\"#paper-grid\">Paper's tables</a>" if grid else "")
+           + "<a href=\"#figures\">Figures</a>"
            "<a href=\"#gallery\">Gallery</a><a href=\"#runs\">Runs</a><a href=\"#notes\">Notes</a></nav>")
     body = ["<h1>HyP² reproduction report</h1>",
             f"<p class=\"muted\">Made by <code>python -m hyp2.report</code> from {len(sources)} run file(s): "
@@ -199,7 +201,7 @@ def report_page(*, sources: Sequence[Path], results: tuple[Sequence[str], Sequen
             "NDCG@K, WAP@K and ACG@K grade each retrieved item by the labels it shares with the query (DSRH, CVPR "
             "2015); tie-aware mAP@K is mAP's expectation over every order of tied items (He et al., CVPR 2018).</p>",
             table(*results, numeric=(3, *range(5, len(results[0]) - 1))),
-            "<h3>The paper's HyP² mAP</h3>", table(*paper, numeric=(3,)),
+            "<h3>The paper's HyP² mAP</h3>", table(*paper, numeric=(3,)), grid,
             "<h2 id=\"figures\">Figures</h2>"]
     body += [figure_section(*f) for f in figures] or ["<p>No figure: no run has the data of any (see Notes).</p>"]
     body.append("<h2 id=\"gallery\">Retrieval gallery</h2>")

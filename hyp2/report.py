@@ -22,6 +22,7 @@ from ._plugins import add_plugin_flag, load_plugins
 from .errors import ArgumentParser, UserError, run_command
 from .io import atomic_write_text
 from .paper import PAPER_HYP2, paper_result
+from .papergrid import GridTable, grid_html, grid_markdown, paper_grid
 from .gallery import GALLERY_QUERIES, GALLERY_TOP
 from .htmlpage import report_page
 from .plots import FORMATS, FigureOptions, GalleryOptions, draw_figures
@@ -169,9 +170,10 @@ def _markdown_table(headers: Sequence[str], cells: Sequence[Sequence[str]], alig
 
 def results_markdown(paths: Sequence[Path], rows: Sequence[Row],
                      figures: Sequence[tuple[str, Sequence[Path], str]],
-                     notes: Sequence[str]) -> str:
-    """The text of ``results.md``: the mAP table beside the paper, the paper's full HyP² table,
-    the figures (name, files, caption) and the notes."""
+                     notes: Sequence[str], grid: Sequence[GridTable] = ()) -> str:
+    """The text of ``results.md``: the mAP table beside the paper, the paper's tables with our runs
+    set in (:mod:`hyp2.papergrid`), the paper's full HyP² table, the figures (name, files, caption)
+    and the notes."""
     lines = ["# HyP² reproduction report", "",
              f"Made by `python -m hyp2.report` from {len(paths)} run file(s): "
              + ", ".join(f"`{p}`" for p in paths) + ".", "",
@@ -185,7 +187,8 @@ def results_markdown(paths: Sequence[Path], rows: Sequence[Row],
     lines += _markdown_table(RESULT_HEADERS, result_cells(rows),
                              ("---", "---", "---", "---:", "---", "---:", "---:", "---:", "---:", "---:",
                               *("---:" for _ in GRADED), "---"))
-    lines += ["", "## The paper's HyP² mAP", ""]
+    lines += [""] + grid_markdown(grid)
+    lines += ["## The paper's HyP² mAP", ""]
     lines += _markdown_table(PAPER_HEADERS, paper_cells(), ("---", "---", "---", "---:", "---", "---"))
     lines += ["", "## Figures", ""]
     if not figures:
@@ -216,8 +219,12 @@ def _unique_paths(paths: Iterable[str | Path], notes: list[str]) -> list[Path]:
 
 def build_report(paths: Iterable[str | Path], out_dir: str | Path, *, tsne: bool = True,
                  num_queries: int = 3, neighbours: int = 10, seed: int = 0,
-                 formats: Iterable[str] = FORMATS, gallery: GalleryOptions | None = None) -> Report:
+                 formats: Iterable[str] = FORMATS, gallery: GalleryOptions | None = None,
+                 paper_datasets: Sequence[str] = ()) -> Report:
     """Read the run JSONs, write the figures, ``results.md`` and ``index.html`` into ``out_dir``.
+
+    The paper's tables (:mod:`hyp2.papergrid`) cover the runs' datasets and ``paper_datasets``
+    (a sweep's planned ones, so that cells not run yet show).
 
     Figures: ``topn``, ``pr``, ``convergence`` over all runs, ``tsne_{run}`` per run with a
     codes sample (unless ``tsne`` is False), and ``gallery`` (``gallery_{dataset}`` when the runs
@@ -238,13 +245,14 @@ def build_report(paths: Iterable[str | Path], out_dir: str | Path, *, tsne: bool
         figures = [(d.title, d.files, d.caption) for d in drawn]
         rows = compare_rows(runs)
         report.notes += [f"{row.run}: {row.notes[0]}" for row in rows if row.ours is None]
-        text = results_markdown(unique, rows, figures, report.notes)
+        grid = paper_grid(runs, _our_map, paper_datasets)
+        text = results_markdown(unique, rows, figures, report.notes, grid)
         atomic_write_text(out_dir / RESULTS_FILE, text)
         page = report_page(sources=unique, results=(RESULT_HEADERS, result_cells(rows)),
                            paper=(PAPER_HEADERS, paper_cells()),
                            figures=[f for d, f in zip(drawn, figures) if d.gallery is None],
                            galleries=[(d.gallery, _png(d.files)) for d in drawn if d.gallery is not None],
-                           runs=list(zip(runs, run_labels(runs))), notes=report.notes)
+                           runs=list(zip(runs, run_labels(runs))), notes=report.notes, grid=grid_html(grid))
         atomic_write_text(out_dir / INDEX_FILE, page)
     except OSError as exc:
         raise UserError(f"{out_dir}: cannot write the report ({exc.strerror or exc}); choose a "

@@ -63,7 +63,7 @@ def test_retrieve_ranks_like_a_naive_stable_loop_and_marks_relevance():
     assert found[2].hits[0].id == "d5" and found[2].hits[0].distance == 0
     with pytest.raises(KeyError):
         gallery.retrieve(db, ["nope"], top=2)
-    with pytest.raises(ValueError, match="top"):
+    with pytest.raises(ValueError, match="must be an integer >= 1, got 0"):
         gallery.retrieve(db, ["q0"], top=0)
     assert gallery.retrieve(db, [], top=3) == []
 
