@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hyp2.results import RunFiles, RunLock
+from hyp2.runfiles import RunFiles, RunLock
 from hyp2.sweep.plan import Run
 from hyp2.sweep.state import Journal, RunState, failure_line, lock_holder, progress, run_state, tail
 

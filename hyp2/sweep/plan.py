@@ -108,18 +108,19 @@ def identify(argv: Sequence[str]) -> tuple[str, Path, int]:
     from .._plugins import load_plugins
     from ..cli import GLOBAL_DEFAULTS, build_parser
     from ..config import Config
-    from ..data import dataset_info
+    from ..data import DATASETS
 
     load_plugins(argv)
     args = build_parser().parse_args(list(argv))
+    dataset = args.dataset or GLOBAL_DEFAULTS["dataset"]
     try:
-        defaults = {**GLOBAL_DEFAULTS, **dataset_info(args.dataset).defaults}
+        defaults = {**GLOBAL_DEFAULTS, **DATASETS.get(dataset).defaults}
     except ValueError:
         defaults = dict(GLOBAL_DEFAULTS)
-    config = Config(dataset=args.dataset, backbone=args.backbone or defaults["backbone"], loss=args.loss,
+    config = Config(dataset=dataset, backbone=args.backbone or defaults["backbone"], loss=args.loss or "hyp2",
                     hash_bit=defaults["hash_bit"] if args.hash_bit is None else args.hash_bit)
     epochs = defaults["epochs"] if args.epochs is None else args.epochs
-    return config.run_name, args.result_dir, epochs
+    return config.run_name, args.result_dir or Path("result"), epochs
 
 
 def _grid_cells(grid: Any, where: str, table: Mapping[str, Flag]) -> list[dict[str, Any]]:
