@@ -15,7 +15,7 @@ import dataclasses
 import os
 import time
 
-from hyp2.data.base import register
+from hyp2.data.base import DATASETS
 from hyp2.data.demo import DEFAULTS, build as build_demo
 
 
@@ -40,7 +40,7 @@ class GatedLoad:
         return self.load(i)
 
 
-@register("demo_gate", "the demo dataset, one run stopped in its second epoch (sweep tests)", defaults=DEFAULTS)
+@DATASETS.register("demo_gate", "the demo dataset, one run stopped in its second epoch (sweep tests)", defaults=DEFAULTS)
 def build(options):
     data = build_demo(options)
     gate = GatedLoad(data.train.load, int(os.environ["HYP2_TEST_GATE_AFTER"]), os.environ["HYP2_TEST_GATE"])

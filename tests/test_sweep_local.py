@@ -54,7 +54,9 @@ def metrics(folder, run):
     """What must not depend on how the sweep went: every evaluation's mAP and the test results."""
     rec = record(folder, run)
     test = {k: v for k, v in rec["test"].items() if k not in ("codes_sample",)}
-    return [h["map"] for h in rec["history"]], rec["best"], test
+    # the best checkpoint's file digest covers its config (the dataset's name, the folders): not compared
+    best = {k: v for k, v in rec["best"].items() if k != "digest"}
+    return [h["map"] for h in rec["history"]], best, test
 
 
 def checkpoints(folder, runs):
