@@ -14,6 +14,8 @@ from typing import Sequence
 
 #: the environment variable naming plugins for every command line (separated by os.pathsep)
 ENV = "HYP2_PLUGINS"
+#: source file -> plugin name, of every plugin imported (to name the plugin a failure comes from)
+_LOADED: dict[str, str] = {}
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,6 +50,7 @@ def load_plugin(name: str) -> None:
     from .errors import UserError, reason
 
     path = Path(name)
+    before = set(sys.modules)
     try:
         if name.endswith(".py"):
             if not path.is_file():
@@ -68,9 +71,33 @@ def load_plugin(name: str) -> None:
             importlib.import_module(name)
     except UserError:
         raise
+    except SystemExit as e:  # a plugin may not end the program it is imported into
+        raise UserError(f"--plugin {name}: importing it called sys.exit({e.code!r}); a plugin must only register "
+                        f"its entries: fix the module, or drop --plugin") from None
     except Exception as e:  # noqa: BLE001 - whatever a plugin raises, the user gets one line
         raise UserError(f"--plugin {name}: importing it failed ({reason(e)}); fix the module, or drop --plugin") \
             from None
+    for module in set(sys.modules) - before:
+        source = getattr(sys.modules[module], "__file__", None)
+        if source and not module.startswith("hyp2."):
+            _LOADED[os.path.realpath(source)] = name
+
+
+def plugin_failure(error: BaseException) -> str | None:
+    """One line naming the plugin whose code raised ``error`` (the innermost of its frames in the
+    traceback) and where, or None when no plugin's code is in it: then it is hyp2's own."""
+    from .errors import reason
+
+    tb, found = error.__traceback__, None
+    while tb is not None:
+        source = os.path.realpath(tb.tb_frame.f_code.co_filename)
+        if source in _LOADED:
+            found = (_LOADED[source], source, tb.tb_lineno)
+        tb = tb.tb_next
+    if found is None:
+        return None
+    name, source, line = found
+    return f"plugin {name} failed ({reason(error)}) at {source}:{line}; fix the plugin, or drop --plugin {name}"
 
 
 def add_plugin_flag(parser) -> None:

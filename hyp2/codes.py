@@ -8,7 +8,7 @@ evaluated — for :mod:`hyp2.search` and :class:`hyp2.index.CodeIndex`.
 
 The ``.npz`` (loads with ``np.load(path, allow_pickle=False)``; no pickle is ever read):
 
-* ``format``: ``"hyp2-codes"``; ``version``: 2 (version 1 files, without queries, are read too);
+* ``format``: ``"hyp2-codes"``; ``version``: 2;
 * ``codes``: ``(N, ceil(K/8))`` uint8, the bit-packed database codes (:func:`hyp2.metrics.pack_codes`:
   bit 1 is +1, the first code bit is the most significant bit of byte 0);
 * ``labels``: ``(N, C)`` uint8 0/1; ``ids``: ``(N,)`` unicode image identifiers;
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -163,6 +164,8 @@ def load_codes(path: str | Path) -> CodeDatabase:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no codes file at {path}; {_HOW}")
+    if not zipfile.is_zipfile(path):  # np.load would read anything else as a pickle, and refuse it as one
+        raise UserError(f"{path} is not a codes file (an exported .npz archive); {_HOW}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in _KEYS if k not in npz.files]
@@ -176,8 +179,8 @@ def load_codes(path: str | Path) -> CodeDatabase:
                         f"file: {_HOW}") from None
     if str(arrays["format"]) != CODES_FORMAT:
         raise UserError(f"{path} is not a hyp2 codes file (format {str(arrays['format'])!r}); {_HOW}")
-    if arrays["version"].ndim != 0 or int(arrays["version"]) not in (1, CODES_VERSION):
-        raise UserError(f"codes file {path} has version {arrays['version']}, this code reads versions 1 and "
+    if arrays["version"].ndim != 0 or int(arrays["version"]) != CODES_VERSION:
+        raise UserError(f"codes file {path} has version {arrays['version']}, this code reads version "
                         f"{CODES_VERSION}; {_HOW}")
     return _checked(path, arrays)
 

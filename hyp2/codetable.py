@@ -66,7 +66,6 @@ def zeta(num_bits: int, num_classes: int) -> float:
     # two (2**29 gives 29.000000000000004), which would pick the wrong column
     k = (num_classes - 1).bit_length()
     if k > num_bits:
-        raise ValueError(f"zeta: {num_classes} classes need ceil(log2 C) = {k} bits but "
-                         f"num_bits={num_bits}; use at most 2**num_bits = {2 ** num_bits} classes "
-                         f"or more bits (valid: 1 <= ceil(log2 C) <= K <= {MAX_BITS})")
+        raise ValueError(f"{num_classes} classes need codes of at least ⌈log₂ {num_classes}⌉ = {k} bits, more than "
+                         f"K = {num_bits}: use K ≥ {k}")
     return 1.0 - 2.0 * min_distance(num_bits, k) / num_bits

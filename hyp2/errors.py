@@ -89,6 +89,9 @@ def run_command(body: Callable[[], object]) -> int:
     """Run a command's body and return its exit status: 0 when it returns, 2 after printing one
     ``error: ...`` line for a :class:`UserError`, 130 when interrupted (Ctrl-C), 143 when terminated
     (SIGTERM, e.g. a scheduler's preemption), each after one line on stderr."""
+    from .logs import configure
+
+    configure()  # every command's lines go to stdout through the hyp2 logger (hyp2/logs.py)
     try:
         with sigterm_as_interrupt():
             body()
@@ -102,6 +105,14 @@ def run_command(body: Callable[[], object]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        from ._plugins import plugin_failure
+
+        blame = plugin_failure(e)  # a plugin's own bug is one line naming it; one of hyp2's, a traceback
+        if blame is None:
+            raise
+        print(f"error: {blame}", file=sys.stderr)
+        return 2
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -13,10 +13,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from . import metrics
 from .registry import Registry
+from .progress import bar
 
 #: keys of the ``test`` section that ``--test`` itself writes; no registered metric may take one
 RESERVED = ("map", "topk", "acg", "ndcg", "weighted_map", "tie_aware_map", "precision_at_n", "recall_at_n",
@@ -36,7 +36,7 @@ def encode(model: nn.Module, loader: DataLoader, device: torch.device | str,
     model.eval()
     outs, labs = [], []
     try:
-        for images, labels, _ in tqdm(loader, desc=desc, leave=False, disable=None):
+        for images, labels, _ in bar(loader, desc=desc):
             outs.append(model(images.to(device, non_blocking=True)).float())
             labs.append(labels.to(device, non_blocking=True))
     finally:

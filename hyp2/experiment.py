@@ -86,8 +86,9 @@ def make_loss(config: Config, num_classes: int) -> HashLoss:
         return build_loss(config.loss, num_classes, config.hash_bit, seed=config.seed,
                           options=dict(config.loss_options))
     except ValueError as e:
+        text = str(e).replace("use K ≥", "use --hash_bit ≥")
         raise UserError(f"--loss {config.loss} with --hash_bit {config.hash_bit} and {num_classes} classes: "
-                        f"{e}") from None
+                        f"{text}") from None
 
 
 def header(config: Config, data: RetrievalData, topk: int, loss_hparams: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +123,6 @@ def run_train(config: Config) -> float:
                 _refuse_to_replace(config, files)
                 if config.overwrite:  # before this run writes anything, its log included
                     retired = files.retire()
-                write_run_config(config, files.yaml)  # `retrieval.py --config {run}.yaml` repeats the run
             with run_log(files.log if config.save and d.is_main else None):
                 if retired:
                     log.info(f"--overwrite: moved the earlier run's {len(retired)} files to {files.retired}; they are "
@@ -174,6 +174,8 @@ def _train(config: Config, d: Dist, device: torch.device, files: RunFiles, retir
                                 {k: v for k, v in head.items() if k != "config"}, config.loss, save=save,
                                 retiring=retiring)
     start, seconds = _resume(config, d, checkpointer, run, record)
+    if save:  # after the resume's checks: a refused run leaves the earlier run's file as it was
+        write_run_config(config, files.yaml)  # `retrieval.py --config {run}.yaml` repeats the run
     _log_start(config, parts, d)
     if config.tensorboard and d.is_main and config.save:
         run.board = Board(files.tensorboard, [g.get("name", str(i)) for i, g in enumerate(run.optimizer.param_groups)])

@@ -5,6 +5,10 @@ INFO lines go to stdout as they are, warnings as ``warning: ...``; ``--quiet`` k
 only, ``-v`` adds DEBUG. Under torchrun only rank 0 speaks; the others keep their warnings. While
 a run holds its name, :func:`run_log` adds its ``{run}.txt`` as a file handler (timestamped lines,
 DEBUG included). A library user who configures nothing sees warnings only (Python's default).
+
+Notices about the data (a third-party list fetched, a cache built or waited for) go to
+:func:`notice`, the ``hyp2.notice`` logger, always shown on stderr: stdout carries results that
+scripts parse (``map: ...``, a search's table).
 """
 from __future__ import annotations
 
@@ -17,7 +21,25 @@ from typing import Iterator
 from .errors import UserError, reason
 
 LOGGER = logging.getLogger("hyp2")
+NOTICES = logging.getLogger("hyp2.notice")
 _CONSOLE = "hyp2-console"
+
+
+class _Console(logging.StreamHandler):
+    """A handler writing to ``sys.stdout`` or ``sys.stderr`` as they are when a record is emitted,
+    not when the handler was made (a test, or an embedding program, may replace them)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self._which = name
+
+    @property
+    def stream(self):
+        return getattr(sys, self._which)
+
+    @stream.setter
+    def stream(self, value) -> None:  # logging.StreamHandler sets it; the stream is always the current one
+        pass
 
 
 class _Lines(logging.Formatter):
@@ -45,7 +67,7 @@ def configure(verbosity: int = 0, rank: int = 0) -> None:
     level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 or rank > 0 else logging.INFO
     for handler in [h for h in LOGGER.handlers if h.get_name() == _CONSOLE]:
         LOGGER.removeHandler(handler)
-    console = logging.StreamHandler(sys.stdout)
+    console = _Console("stdout")
     console.set_name(_CONSOLE)
     console.setFormatter(_Lines())
     console.setLevel(level)
@@ -71,12 +93,30 @@ def run_log(path: Path | None) -> Iterator[None]:
     previous = LOGGER.level
     LOGGER.setLevel(logging.DEBUG)
     LOGGER.addHandler(handler)
+    NOTICES.addHandler(handler)
     try:
         yield
     finally:
         LOGGER.removeHandler(handler)
+        NOTICES.removeHandler(handler)
         LOGGER.setLevel(previous)
         handler.close()
+
+
+def notice(message: str) -> None:
+    """A notice about the data, on stderr (see the module docstring) and in the run's log."""
+    NOTICES.info(message)
+
+
+def _notices_on_stderr() -> None:
+    handler = _Console("stderr")
+    handler.setFormatter(_Lines())
+    NOTICES.addHandler(handler)
+    NOTICES.setLevel(logging.INFO)
+    NOTICES.propagate = False
+
+
+_notices_on_stderr()
 
 
 class Board:

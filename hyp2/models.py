@@ -285,9 +285,6 @@ class ReusedClassifierHash(nn.Module):
         return self.hash_layer(torch.flatten(x, 1))
 
 
-#: the official name of the AlexNet model (kept for readers of the official code)
-AlexNetHash = ReusedClassifierHash
-
 
 class SmallNet(nn.Module):
     """A compact CNN for the CPU demo: four conv-BN-ReLU stages, global average pooling and a

@@ -16,6 +16,7 @@ a ``--plugin``, so a plugin that reuses a built-in name is told so in one line. 
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable, Generic, Iterator, TypeVar
 
 from .errors import UserError
@@ -67,6 +68,8 @@ class Registry(Generic[T]):
         Raises:
             ValueError: ``name`` is empty or already registered (a built-in's or another plugin's).
         """
+        if obj is not None and self._script_copy(obj):
+            return obj  # its imported copy registered it already
         if obj is None:
             def deco(target):
                 self.register(name, description, target, **fields)
@@ -80,6 +83,14 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered; choose another name")
         self._entries[name] = self._make(name, obj, description, **fields)
         return obj
+
+    def _script_copy(self, obj: object) -> bool:
+        """``obj`` is defined in a module of this package run as a script (``python -m
+        hyp2.data.flickr prepare``), whose imported copy holds the real entry."""
+        if getattr(obj, "__module__", None) != "__main__" or self._package is None:
+            return False
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        return spec is not None and spec.name.startswith(self._package + ".")
 
     def _is_builtin(self, obj: object) -> bool:
         return self._package is not None and getattr(obj, "__module__", "").startswith(self._package + ".")

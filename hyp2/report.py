@@ -12,6 +12,7 @@ user guide is docs/report.md.
 """
 from __future__ import annotations
 
+import logging
 import argparse
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ._plugins import add_plugin_flag, load_plugins
+from .config import MAX_SEED
 from .errors import ArgumentParser, UserError, run_command
 from .io import atomic_write_text
 from .paper import PAPER_HYP2, paper_result
@@ -27,6 +29,8 @@ from .gallery import GALLERY_QUERIES, GALLERY_TOP
 from .htmlpage import report_page
 from .plots import FORMATS, FigureOptions, GalleryOptions, draw_figures
 from .runfile import backbone_title, load_run, run_labels, run_topk
+
+log = logging.getLogger("hyp2")
 
 DASH = "—"  # a cell the paper or the run has no number for
 RESULTS_FILE = "results.md"
@@ -265,6 +269,13 @@ def _png(files: Sequence[Path]) -> Path | None:
     return next((f for f in files if f.suffix == ".png"), None)
 
 
+def _seed(text: str) -> int:
+    value = _count(0)(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SEED} (NumPy's seed range), got {value}")
+    return value
+
+
 def _count(least: int):
     def parse(text: str) -> int:
         try:
@@ -334,7 +345,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="also show this query id in the gallery (repeatable), e.g. demo/02003")
     parser.add_argument("--data_root", metavar="DIR", default=None,
                         help="where the dataset's images are (default: the folder each run used)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=_seed, default=0,
                         help="seed of the t-SNE and of the gallery's queries (default: 0)")
     parser.add_argument("--no-pdf", dest="pdf", action="store_false",
                         help="write PNG only (default: PNG and PDF of every figure)")
@@ -354,8 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               neighbours=args.tsne_neighbours, seed=args.seed,
                               formats=FORMATS if args.pdf else ("png",), gallery=gallery)
         for note in report.notes:
-            print(f"note: {note}")
-        print(f"wrote {len(report.files)} files to {args.out}: "
+            log.info(f"note: {note}")
+        log.info(f"wrote {len(report.files)} files to {args.out}: "
               + ", ".join(f.name for f in report.files))
 
     return run_command(body)

@@ -27,6 +27,7 @@ What keeps it safe to run:
 """
 from __future__ import annotations
 
+import logging
 import argparse
 import functools
 import json
@@ -50,6 +51,8 @@ from .serve_pages import MAX_TOP, Query, home_page, results_json, results_page
 from .uploads import (BUDGET_WAIT_S, MAX_PIXELS, MAX_UPLOAD_LIMIT_MB, MAX_UPLOAD_MB, PIXEL_WEIGHT, PIXELS_IN_FLIGHT,
                       UPLOADS_IN_FLIGHT, BadRequest, Budget, decode_cost, decode_upload, form_field,
                       memory_ceiling, multipart_file, return_freed_memory)
+
+log = logging.getLogger("hyp2")
 
 __all__ = ["BadRequest", "LISTEN_BACKLOG", "MAX_PIXELS", "MAX_TOP", "MAX_UPLOAD_MB", "PICKS", "Query", "SearchServer",
            "SearchService", "decode_upload", "home_page", "make_server", "multipart_file", "results_json",
@@ -350,8 +353,7 @@ class SearchServer(ThreadingHTTPServer):
         """One line, never a traceback, for a failure outside a route (a client gone mid-request)."""
         error = sys.exc_info()[1]
         if self.verbose or not isinstance(error, (ConnectionError, TimeoutError)):
-            print(f"{client_address[0]} - - request failed: {reason(error) if error else 'unknown error'}",
-                  file=sys.stderr, flush=True)
+            log.warning(f"{client_address[0]} - - request failed: {reason(error) if error else 'unknown error'}")
 
 
 def make_server(service: SearchService, host: str = "127.0.0.1", port: int = 0, verbose: bool = False) -> SearchServer:
@@ -412,7 +414,7 @@ def open_service(args: argparse.Namespace) -> SearchService:
         source = f"Images: {images.where}."
     except UserError as e:
         images, source = None, "No thumbnails: the dataset's images were not found."
-        print(f"note: no thumbnails: {e}; pass --data_root DIR to say where the images are", flush=True)
+        log.info(f"note: no thumbnails: {e}; pass --data_root DIR to say where the images are")
     return SearchService(hasher, db, images, top=args.top, max_upload=int(args.max_upload_mb * 2**20),
                          max_pixels=MAX_PIXELS, pixel_budget=PIXELS_IN_FLIGHT, source=source)
 
@@ -423,12 +425,12 @@ def serve_main(argv: Sequence[str]) -> None:
     service = open_service(args)
     server = make_server(service, args.host, args.port, args.verbose)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"note: listening on {args.host}: anyone who can reach this machine can use the page", flush=True)
-    print(f"serving the search page at {server.url} ({len(service.db.ids)} images, {service.db.num_bits} bits); "
-          f"Ctrl-C stops it", flush=True)
+        log.info(f"note: listening on {args.host}: anyone who can reach this machine can use the page")
+    log.info(f"serving the search page at {server.url} ({len(service.db.ids)} images, {service.db.num_bits} bits); "
+             f"Ctrl-C stops it")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        print("stopped", flush=True)
+        log.info("stopped")
     finally:
         server.server_close()

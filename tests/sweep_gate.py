@@ -40,7 +40,8 @@ class GatedLoad:
         return self.load(i)
 
 
-@DATASETS.register("demo_gate", "the demo dataset, one run stopped in its second epoch (sweep tests)", defaults=DEFAULTS)
+@DATASETS.register("demo_gate", "the demo dataset, one run stopped in its second epoch (sweep tests)",
+                   defaults=DEFAULTS)
 def build(options):
     data = build_demo(options)
     gate = GatedLoad(data.train.load, int(os.environ["HYP2_TEST_GATE_AFTER"]), os.environ["HYP2_TEST_GATE"])

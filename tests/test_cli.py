@@ -123,7 +123,8 @@ def test_bad_flags_are_one_line_errors(argv, fragment, capsys):
 def test_hash_bit_too_short_for_the_classes(tmp_path, capsys):
     # demo has 8 classes: ⌈log2 8⌉ = 3 bits at least for the code table's ζ
     assert main(["--dataset", "demo", "--hash_bit", "2", "--subset", "20", "--result_dir", str(tmp_path)]) == 2
-    assert "--hash_bit 2 and 8 classes" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--hash_bit 2 and 8 classes" in err and "use --hash_bit ≥ 3" in err
 
 
 def test_retrieval_py_exits_2_without_traceback():

@@ -1,4 +1,5 @@
-"""The exported codes file: database and query codes, version 1 files, partial files refused."""
+"""The exported codes file: database and query codes; earlier versions, foreign and partial files
+refused."""
 import json
 
 import numpy as np
@@ -26,14 +27,16 @@ def test_database_and_queries_round_trip(tmp_path):
     assert len(codes.queries) == 2
 
 
-def test_version_1_without_queries_is_read_and_partial_queries_are_refused(tmp_path):
+def test_earlier_versions_and_partial_queries_are_refused(tmp_path):
     export_codes(tmp_path / "c.npz", torch.randn(4, 8), np.eye(4, 3), list("abcd"), 8, CLASSES, {},
                  queries=(torch.randn(1, 8), np.ones((1, 3)), ["q"]))
     with np.load(tmp_path / "c.npz") as z:
         arrays = {k: z[k] for k in z.files}
     v1 = {k: v for k, v in arrays.items() if not k.startswith("query_")}
     np.savez(tmp_path / "v1.npz", **{**v1, "version": np.array(1)})
-    assert load_codes(tmp_path / "v1.npz").queries is None
+    with pytest.raises(UserError, match="has version 1, this code reads version 2"):
+        load_codes(tmp_path / "v1.npz")
+    assert load_codes(tmp_path / "c.npz").queries is not None
     np.savez(tmp_path / "partial.npz", **{k: v for k, v in arrays.items() if k != "query_ids"})
     with pytest.raises(UserError, match="query arrays query_codes, query_labels without the others"):
         load_codes(tmp_path / "partial.npz")
@@ -52,3 +55,10 @@ def test_test_exports_what_it_evaluated(tmp_path, capsys):
     codes = load_codes(tmp_path / record["test"]["codes"])
     assert len(codes.ids) == 40 and len(codes.queries) == 40 and codes.queries.ids[0] == "demo/02000"
     assert codes.meta["model_digest"] == record["test"]["model_digest"] and codes.meta["data_root"] == "data"
+
+
+def test_a_file_that_is_not_an_archive_is_not_a_codes_file(tmp_path):
+    """What a report whose test.codes named /etc/passwd said: "contains pickled data"."""
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(UserError, match=r"passwd is not a codes file \(an exported .npz archive\)"):
+        load_codes(tmp_path / "passwd")

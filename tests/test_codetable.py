@@ -130,9 +130,9 @@ def test_min_distance_rejects(n, k):
     (8, -5, r">= 2"),
     (8, 2.0, r">= 2"),
     (8, True, r">= 2"),
-    (8, 2 ** 9, r"ceil\(log2 C\) = 9 bits"),
-    (8, 2 ** 8 + 1, r"ceil\(log2 C\) = 9 bits"),
-    (1, 3, r"ceil\(log2 C\) = 2 bits"),
+    (8, 2 ** 9, r"⌈log₂ 512⌉ = 9 bits, more than K = 8: use K ≥ 9"),
+    (8, 2 ** 8 + 1, r"⌈log₂ 257⌉ = 9 bits"),
+    (1, 3, r"⌈log₂ 3⌉ = 2 bits"),
 ])
 def test_zeta_rejects(bits, classes, match):
     with pytest.raises(ValueError, match=match):

@@ -51,7 +51,7 @@ def test_torchrun_two_gloo_processes_train_the_demo(tmp_path):
     assert "x 2 processes" in stdout
     files = sorted(p.name for p in out.iterdir())
     assert files == ["demo_small_16.ckpt", "demo_small_16.json", "demo_small_16.lock", "demo_small_16.txt",
-                     "demo_small_16_last.ckpt"]
+                     "demo_small_16.yaml", "demo_small_16_last.ckpt"]
     history = json.loads((out / "demo_small_16.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     log = (out / "demo_small_16.txt").read_text()

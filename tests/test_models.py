@@ -5,7 +5,7 @@ import torch
 from torchvision import models as tvm
 
 from hyp2.errors import UserError
-from hyp2.models import BACKBONES, AlexNetHash, build_model
+from hyp2.models import BACKBONES, ReusedClassifierHash, build_model
 
 
 @pytest.mark.parametrize("backbone", BACKBONES.names())  # every entry: a new one gets this for free
@@ -32,7 +32,7 @@ def test_resnet_is_resnet50_and_alexnet_reuses_fc6_fc7():
     r = build_model("resnet", 16, pretrained=False)
     assert isinstance(r, tvm.ResNet) and len(r.layer3) == 6 and r.fc.out_features == 16
     a = build_model("alexnet", 16, pretrained=False)
-    assert isinstance(a, AlexNetHash)
+    assert isinstance(a, ReusedClassifierHash)
     linears = [m for m in a.hash_layer if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(9216, 4096), (4096, 4096), (4096, 16)]
     assert sum(isinstance(m, torch.nn.Dropout) for m in a.hash_layer) == 2

@@ -377,3 +377,12 @@ def test_cli_names_an_unknown_query_in_one_line(tmp_path_factory, tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == ["error: --query demo/nope: no run's codes file lists this id; query ids "
                                         "look like demo/02000, demo/02001, demo/02002"]
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_a_seed_out_of_range_is_one_line(seed, tmp_path_factory, capsys):
+    """A seed sklearn's t-SNE cannot take was a traceback (InvalidParameterError)."""
+    run = shared_demo_run(tmp_path_factory)
+    assert report.main([str(run.json), "--out", "unused", "--seed", seed]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--seed" in err and ("at least 0" in err or "at most 4294967295" in err), err

@@ -242,7 +242,7 @@ def test_error_paths_are_one_line_exit_2(setup, capsys, tmp_path):
     assert "no codes file at" in err and "--export_codes" in err
     bad_npz = tmp_path / "bad.npz"
     bad_npz.write_bytes(b"PK\x03\x04 truncated")
-    assert "cannot read codes file" in _error(capsys, "--checkpoint", ck, "--codes", bad_npz, img)
+    assert "is not a codes file" in _error(capsys, "--checkpoint", ck, "--codes", bad_npz, img)
     foreign = tmp_path / "foreign.npz"
     np.savez(foreign, x=np.zeros(3))
     err = _error(capsys, "--checkpoint", ck, "--codes", foreign, img)

@@ -42,13 +42,13 @@ from typing import Callable
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from ..errors import UserError
 from ..io import atomic_path, human_bytes, parse_json, require_free_space, write_atomic
 from ._locks import CacheLock, folder_lock, lock_fd, try_lock
 from ._pinned import _say
 from .base import DataOptions, LabelledImages, RetrievalData
+from ..progress import bar
 
 CACHE_VERSION = 1
 CACHE_DIR = ".cache"
@@ -206,11 +206,11 @@ def build_cache(split: LabelledImages, path: Path, size: int, workers: int | Non
     chunks = [range(s, min(s + chunk, n)) for s in range(0, n, chunk)]
     workers = workers or min(8, os.cpu_count() or 1)
     with cf.ThreadPoolExecutor(workers) as pool, \
-            tqdm(total=n, unit="img", desc=desc, disable=not progress, leave=False) as bar:
+            bar(total=n, unit="img", desc=desc, enabled=progress) as shown:
         futures = [pool.submit(_fill, array, split.load, size, r) for r in chunks]
         try:
             for fut in cf.as_completed(futures):
-                bar.update(fut.result())
+                shown.update(fut.result())
         except BaseException:
             for fut in futures:
                 fut.cancel()

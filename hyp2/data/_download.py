@@ -36,10 +36,10 @@ import urllib.request
 from pathlib import Path
 from typing import Mapping
 
-from tqdm import tqdm
 
 from ..errors import UserError, reason
 from ..io import require_free_space
+from ..progress import bar
 
 CHUNK = 1 << 20
 USER_AGENT = "hyp2-dataset-downloader/1 (+urllib)"
@@ -66,12 +66,12 @@ def file_digests(path: str | os.PathLike, kinds=DIGESTS, progress: bool = False)
         hashes["git_blob"] = hashlib.sha1(b"blob %d\0" % size)
     if not hashes:  # a size check alone (COCO's 13 GB archives) must not read the file
         return {"size": size} if "size" in kinds else {}
-    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=f"verify {Path(path).name}",
-                                     disable=not progress, leave=False) as bar:
+    with open(path, "rb") as f, bar(total=size, unit="B", unit_scale=True, desc=f"verify {Path(path).name}",
+                                     enabled=progress) as shown:
         for block in iter(lambda: f.read(CHUNK), b""):
             for h in hashes.values():
                 h.update(block)
-            bar.update(len(block))
+            shown.update(len(block))
     out: dict[str, str | int] = {k: h.hexdigest() for k, h in hashes.items()}
     if "size" in kinds:  # from the file system: no read is needed for it
         out["size"] = size
@@ -247,8 +247,8 @@ def _receive(response, part: Path, mode: str, offset: int, total: int | None, pr
         OSError: ``part`` cannot be written (a full disk, a read-only file system).
     """
     received = 0
-    with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                                     desc=desc, disable=not progress, leave=False) as bar:
+    with open(part, mode) as f, bar(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                                     desc=desc, enabled=progress) as shown:
         while True:
             try:
                 block = response.read(CHUNK)
@@ -258,7 +258,7 @@ def _receive(response, part: Path, mode: str, offset: int, total: int | None, pr
                 break
             f.write(block)
             received += len(block)
-            bar.update(len(block))
+            shown.update(len(block))
     return received
 
 

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable, Sequence
 
-from tqdm import tqdm
 
 from ..errors import UserError, reason
 from ..io import require_free_space
 from ._download import CHUNK, disk_advice
+from ..progress import bar
 
 #: errors that say where the archive is written, not what it holds: a full disk, a read-only folder
 _DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -165,8 +165,8 @@ def _write_members(fmt: _Format, handle: Any, archive: Path, dest: Path, members
     total = sum(fmt.size(m) for m in members if not fmt.is_dir(m))
     require_free_space(dest, total, f"extracting {archive} needs {{need}} in {dest} but only "
                                     "{free} are free; free some space and run again")
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"extract {archive.name}",
-              disable=not progress, leave=False) as bar:
+    with bar(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"extract {archive.name}",
+              enabled=progress) as shown:
         for m in members:
             target = dest / fmt.name(m)
             try:
@@ -186,7 +186,7 @@ def _write_members(fmt: _Format, handle: Any, archive: Path, dest: Path, members
                     "the archive is damaged or not the expected one, delete it and download it again"
                 raise UserError(f"cannot extract {archive}: writing member {_short(fmt.name(m))} failed "
                                 f"({e.strerror or reason(e)}); {fix}") from None
-            bar.update(fmt.size(m))
+            shown.update(fmt.size(m))
 
 
 def _extract(fmt: _Format, archive: Path, dest: Path, progress: bool) -> None:

@@ -20,7 +20,6 @@ where it is known).
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +27,8 @@ from typing import Sequence
 from ..errors import UserError
 from ..io import human_bytes
 from ._download import fetch, git_blob
+from ..logs import notice
+
 
 RAW_HOST = "https://raw.githubusercontent.com"
 
@@ -121,8 +122,7 @@ def pinned(group: str) -> tuple[PinnedFile, ...]:
 
 
 def _say(message: str) -> None:
-    # stderr: stdout carries a run's results ("map: ..."), which scripts parse
-    print(message, file=sys.stderr, flush=True)
+    notice(message)
 
 
 def ensure_pinned(folder: Path, files: Sequence[PinnedFile], source: Source, what: str, *, download: bool = True,

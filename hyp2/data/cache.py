@@ -18,6 +18,7 @@ the locks under the cache folder's own lock, so a run cannot start using a cache
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -31,6 +32,9 @@ from ._cache import CACHE_DIR, read_header
 from ._locks import folder_lock, try_lock
 from ._lists import require_folder
 from .base import DataOptions
+from ..logs import notice
+
+log = logging.getLogger("hyp2")
 
 # {dataset}_{split}_{image size}_{16 hex digits}; a dataset name may hold "_", a split name does not
 _STEM = re.compile(r"(?P<dataset>.+)_(?P<split>[^_]+)_(?P<size>\d+)_(?P<hash>[0-9a-f]{16})")
@@ -234,13 +238,13 @@ def _prune_command(root: Path, names: list[str], unused: bool) -> None:
                         "--unused to remove every cache no running process uses")
     removed, kept = prune(root, names, unused)
     for name, nbytes in removed:
-        print(f"removed {name} ({human_bytes(nbytes)})")
-    print(f"removed {len(removed)}, freed {human_bytes(sum(n for _, n in removed))}")
+        log.info(f"removed {name} ({human_bytes(nbytes)})")
+    log.info(f"removed {len(removed)}, freed {human_bytes(sum(n for _, n in removed))}")
     if kept:
         message = f"kept {', '.join(kept)}: in use by a running process; prune it when that process has ended"
         if set(kept) & set(names):
             raise UserError(message)
-        print(message, file=sys.stderr)
+        notice(message)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ annotations give it.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -50,6 +51,8 @@ from ._lists import (LISTS, ImageList, list_split, output_folder, protocol_data,
                      read_text, require_folder, write_list_file)
 from ._pinned import DEEPHASH_REPO, ensure_pinned, pinned
 from .base import DataOptions, RetrievalData, DATASETS
+
+log = logging.getLogger("hyp2")
 
 FOLDER = "coco"
 NUM_LABELS = 80
@@ -284,7 +287,7 @@ def _prepare_command(args, out: Path) -> None:
         if value < low:
             raise UserError(f"{flag} {value}: must be at least {low}")
     counts = prepare(args.annotations, out, args.seed, args.num_query, args.num_train, args.overwrite)
-    print(f"wrote {out}/test.txt ({counts['query']:,} queries), database.txt ({counts['database']:,}), train.txt "
+    log.info(f"wrote {out}/test.txt ({counts['query']:,} queries), database.txt ({counts['database']:,}), train.txt "
           f"({counts['train']:,}, drawn from the database with seed {args.seed}) and classes.txt ({counts['classes']} "
           f"categories); {counts['dropped']:,} of {counts['images'] + counts['dropped']:,} images had no label and "
           f"were left out")

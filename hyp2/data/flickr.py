@@ -39,6 +39,7 @@ dropped, and ``img.txt`` is in numeric order.
 """
 from __future__ import annotations
 
+import logging
 import json
 import os
 import sys
@@ -54,6 +55,9 @@ from ._lists import (ImageFiles, check_labels, default_class_names, output_folde
                      require_files, require_folder, require_inside, write_list_file)
 from ._pinned import HYP2_REPO, Found, ensure_pinned, pinned
 from .base import DataOptions, LabelledImages, ListLines, RetrievalData, image_transform, DATASETS
+from ..logs import notice
+
+log = logging.getLogger("hyp2")
 
 FOLDER = "flickr25k"
 NUM_QUERY, NUM_TRAIN, TOPK = 1000, 4000, 1000
@@ -318,15 +322,15 @@ def _prepare_command(args) -> None:
     out = args.out if args.out is not None else args.data_root / FOLDER
     was_official = (out / "img.txt").is_file() and git_blob(out / "img.txt") == OFFICIAL_LISTS[0].git_blob
     counts = prepare(args.annotations, out, args.num_images, overwrite=args.overwrite)
-    print(f"wrote {counts['images']} images x {counts['classes']} labels to {counts['out']} "
+    log.info(f"wrote {counts['images']} images x {counts['classes']} labels to {counts['out']} "
           f"(img.txt, targets.txt, classes.txt); {counts['dropped']} of {args.num_images} images "
           f"had no label and were left out")
     if was_official:
-        print(f"note: this replaced the HyP² authors' img.txt; their split (flickr.txt) indexes their order, so runs "
-              f"on {out} now draw their split from --seed", file=sys.stderr)
+        notice(f"note: this replaced the HyP² authors' img.txt; their split (flickr.txt) indexes their order, so "
+               f"runs on {out} now draw their split from --seed")
     if counts["classes"] != len(CLASSES):
-        print(f"note: the official annotation folder has {len(CLASSES)} label files, this one has "
-              f"{counts['classes']}", file=sys.stderr)
+        notice(f"note: the official annotation folder has {len(CLASSES)} label files, this one has "
+               f"{counts['classes']}")
 
 
 def main(argv: list[str] | None = None) -> int:

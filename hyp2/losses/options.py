@@ -158,9 +158,9 @@ def resolve_options(owner: str, options: tuple[Option, ...], given: Mapping[str,
         elif isinstance(option.default, Derived):
             try:
                 value = option.default.compute(num_classes, num_bits)
-            except ValueError as e:
-                raise _with_keys(f"{owner}: no default {option.name} ({option.default.text}) for "
-                                 f"C={num_classes}, K={num_bits}: {e}; set {option.name}", options) from None
+            except ValueError as e:  # not a wrong key: no list of the valid ones
+                raise ValueError(f"{owner}: no default {option.name} ({option.default.text}) for C={num_classes}, "
+                                 f"K={num_bits}: {e}; or set {option.name}") from None
         else:
             value = option.default
         try:

@@ -8,6 +8,7 @@ tables beside ours. The guide is docs/sweeps.md.
 """
 from __future__ import annotations
 
+import logging
 import argparse
 import sys
 import time
@@ -17,6 +18,9 @@ from typing import Sequence
 from ..errors import ArgumentParser, Terminated, UserError, run_command
 from .plan import Plan, load_plan, shipped_plans
 from .state import DONE, FAILED, INTERRUPTED, PENDING, QUEUED, RUNNING, TRAINED, Journal, RunState, run_state
+from ..logs import notice
+
+log = logging.getLogger("hyp2")
 
 _LAUNCHABLE = (PENDING, INTERRUPTED, TRAINED)
 
@@ -115,14 +119,14 @@ def _report(plan: Plan, states: dict[str, RunState], report_dir: str | None) -> 
     sources = [run.file(".json") for run in done] + [plan.source]
     made_from = f"from {len(done)} run file(s): " + ", ".join(f"`{p}`" for p in sources[:-1]) + "."
     if _newer_than(out / "index.html", sources) and made_from in _made_from(out / "results.md", sources):
-        print(f"report: {out / 'results.md'} and {out / 'index.html'} (up to date: {len(done)} of "
-              f"{len(plan.runs)} runs done)")
+        log.info(f"report: {out / 'results.md'} and {out / 'index.html'} (up to date: {len(done)} of "
+                 f"{len(plan.runs)} runs done)")
         return
     codes = any(run.flags.get("export_codes") or run.flags.get("plots") for run in done)
     report = build_report([run.file(".json") for run in done], out, tsne=False, gallery=GalleryOptions(enabled=codes),
                           paper_datasets=[run.flags.get("dataset", "voc2007") for run in plan.runs])
-    print(f"report: {out / 'results.md'} and {out / 'index.html'} ({len(done)} of {len(plan.runs)} runs done, "
-          f"{len(report.files)} files)")
+    log.info(f"report: {out / 'results.md'} and {out / 'index.html'} ({len(done)} of {len(plan.runs)} runs done, "
+             f"{len(report.files)} files)")
 
 
 def _newer_than(path: Path, sources: Sequence[Path]) -> bool:
@@ -144,8 +148,8 @@ def _made_from(results: Path, sources: Sequence[Path]) -> str:
 def _finish(plan: Plan, journal: Journal, states: dict[str, RunState], report_dir: str | None) -> None:
     busy = [n for n, s in states.items() if s.status in (QUEUED, RUNNING)]
     if busy:
-        print(f"{len(busy)} of {len(plan.runs)} runs queued or running; run the same command again to see their "
-              f"states (or add --wait)")
+        log.info(f"{len(busy)} of {len(plan.runs)} runs queued or running; run the same command again to see their "
+                 f"states (or add --wait)")
         return
     _report(plan, states, report_dir)
     failed = [n for n, s in states.items() if s.status == FAILED]
@@ -156,7 +160,7 @@ def _finish(plan: Plan, journal: Journal, states: dict[str, RunState], report_di
                         f"{first.detail}; outputs in {journal.folder}; fix the cause and rerun with --retry-failed")
     if left:
         raise UserError(f"{len(left)} runs are not done ({', '.join(left)}); run the same command again to continue")
-    print(f"sweep {plan.name}: all {len(plan.runs)} runs done")
+    log.info(f"sweep {plan.name}: all {len(plan.runs)} runs done")
 
 
 def _local(plan: Plan, journal: Journal, states: dict[str, RunState], args: argparse.Namespace) -> dict:
@@ -169,8 +173,8 @@ def _local(plan: Plan, journal: Journal, states: dict[str, RunState], args: argp
         try:
             LocalSweep(plan, todo, args.jobs, journal, args.retry_failed, states).run()
         except (KeyboardInterrupt, Terminated):
-            print(f"sweep {plan.name} stopped; its runs keep their last epoch: run the same command again to "
-                  f"continue", file=sys.stderr)
+            notice(f"sweep {plan.name} stopped; its runs keep their last epoch: run the same command again to "
+                   f"continue")
             raise
     return states_of(plan, journal)
 
@@ -183,7 +187,7 @@ def _slurm(plan: Plan, journal: Journal, states: dict[str, RunState], args: argp
         options = SlurmOptions(args.slurm_partition, args.slurm_gpus_per_job, args.slurm_time, args.slurm_mem,
                                dict(t.split("=", 1) for t in args.slurm_extra), args.jobs)
         ids = submit(plan, todo, options, journal)
-        print(f"submitted {len(ids)} Slurm jobs: " + ", ".join(f"{n} {j}" for n, j in ids.items()), flush=True)
+        log.info(f"submitted {len(ids)} Slurm jobs: " + ", ".join(f"{n} {j}" for n, j in ids.items()))
     if args.wait:
         return _wait(plan, journal, args.poll)
     states = states_of(plan, journal)

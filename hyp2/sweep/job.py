@@ -11,6 +11,7 @@ leaves no run behind holding its lock, only files that the next sweep resumes.
 """
 from __future__ import annotations
 
+import logging
 import argparse
 import ctypes
 import os
@@ -19,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
+
+log = logging.getLogger("hyp2")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -70,7 +73,7 @@ def run_job(argv: Sequence[str], torchrun: int = 0) -> int:
         _, final, test = progress(run)
     if test is None:
         return main(flags + ["--test"])
-    print(f"{name}: trained and tested already; nothing to do", flush=True)
+    log.info(f"{name}: trained and tested already; nothing to do")
     return 0
 
 
