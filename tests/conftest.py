@@ -1,6 +1,14 @@
 """Helpers shared by tests across the package."""
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
 import torch
 from torch import nn
 
@@ -27,3 +35,67 @@ def imagenet_like(net: nn.Module, size: int, seed: int = 0) -> dict[str, torch.T
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = 0.1
     return net.eval().state_dict()
+
+
+# Runs the CLI in a child process that SIGKILLs itself at the `kill_at`-th atomic save of a
+# checkpoint (best and resumable ones counted together), after writing half of the file.
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    import hyp2.io as io
+    from hyp2.io import atomic_open
+    kill_at, calls = int(sys.argv[1]), [0]
+    def dying_save(path, save):
+        calls[0] += 1
+        if calls[0] == kill_at:
+            with atomic_open(path, "wb") as fh:
+                fh.write(b"half a checkpoint")
+                fh.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        with atomic_open(path, "wb") as fh:
+            save(fh)
+    io.atomic_save = dying_save
+    from hyp2.cli import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+#: a small demo run that resumes, kills and overwrites are compared with (tests/test_resume.py,
+#: tests/test_checkpointer.py): 4 epochs of 100 images, evaluated after each
+DEMO_RUN_ARGS = ["--dataset", "demo", "--subset", "100", "--epochs", "4", "--eval_every", "1", "--batch_size", "25",
+                 "--hash_bit", "12"]
+_FINISHED: dict = {}
+
+
+def finished_demo_run(tmp_path_factory):
+    """``(folder, {file name: bytes})`` of :data:`DEMO_RUN_ARGS` trained once per test session
+    (read it, or copy the folder; never write into it)."""
+    if "run" not in _FINISHED:
+        from hyp2.cli import main
+
+        out = tmp_path_factory.mktemp("finished_demo")
+        assert main(DEMO_RUN_ARGS + ["--result_dir", str(out)]) == 0
+        _FINISHED["run"] = out, {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.suffix != ".lock"}
+    return _FINISHED["run"]
+
+
+@contextlib.contextmanager
+def mounted(kind: str, path: Path, size: str = "64k"):
+    """A tmpfs of ``size`` (``full``: a disk that fills up) or a read-only bind mount of the folder
+    ``path.parent / "ro-src"`` (``ro``; fill that folder first) at ``path``; skips unless root."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small or read-only file system needs root")
+    path.mkdir()
+    if kind == "full":
+        cmds = [["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]]
+    else:
+        src = path.parent / "ro-src"
+        src.mkdir(exist_ok=True)
+        cmds = [["mount", "--bind", str(src), str(path)], ["mount", "-o", "remount,bind,ro", str(path)]]
+    for cmd in cmds:
+        if subprocess.run(cmd, capture_output=True).returncode != 0:
+            subprocess.run(["umount", str(path)], capture_output=True)
+            pytest.skip(f"cannot mount here ({' '.join(cmd)})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], capture_output=True)

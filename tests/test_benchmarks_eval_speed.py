@@ -1,5 +1,6 @@
 """Smoke test of benchmarks/eval_speed.py at tiny sizes: the exactness checks it reports and the
 memory measured in a fresh process."""
+import pytest
 import argparse
 import importlib.util
 from pathlib import Path
@@ -13,6 +14,7 @@ _spec.loader.exec_module(es)
 FAISS = es.import_faiss()
 
 
+@pytest.mark.slow
 def test_one_code_length_is_exact_and_measured():
     rng = np.random.default_rng(0)
     args = argparse.Namespace(queries=30, database=600, topk=20, repeats=1, loop_queries=5)
@@ -29,6 +31,7 @@ def test_one_code_length_is_exact_and_measured():
     assert isinstance(row["map_bytes"], int) and isinstance(row["evaluate_all_bytes"], int)
 
 
+@pytest.mark.slow
 def test_scaling_memory_in_a_fresh_process():
     out = es.scaling_memory(3000, 16, 10)
     assert out["n"] == 3000 and isinstance(out["map_bytes"], int) and isinstance(out["evaluate_all_bytes"], int)

@@ -27,6 +27,7 @@ def root(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_every_variant_in_process(root, tmp_path, capsys):
     out = tmp_path / "speed.json"
     assert ts.main([*TINY, "--workers", "1", "--root", str(root), "--in_process", "--json", str(out)]) == 0
@@ -54,6 +55,7 @@ def test_every_variant_in_process(root, tmp_path, capsys):
         assert label in text
 
 
+@pytest.mark.slow
 def test_a_variant_in_its_own_process(root, tmp_path):
     out = tmp_path / "speed.json"
     assert ts.main([*TINY, "--workers", "0", "--root", str(root), "--variants", "model", "--json", str(out)]) == 0

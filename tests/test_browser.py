@@ -47,6 +47,7 @@ def fits_laptop(browser: Browser) -> bool:
     return browser.evaluate("document.documentElement.scrollWidth") <= WIDTH
 
 
+@pytest.mark.slow
 def test_report_page_loads_everything_offline(browser, tmp_path_factory, tmp_path):
     runs = [shared_demo_run(tmp_path_factory), shared_demo_run(tmp_path_factory, bits=32, seed=1)]
     out = tmp_path / "report"
@@ -62,6 +63,7 @@ def test_report_page_loads_everything_offline(browser, tmp_path_factory, tmp_pat
     assert not is_blank(browser.screenshot())
 
 
+@pytest.mark.slow
 def test_search_page_upload_click_and_bad_upload(browser, server, tmp_path):
     page = browser.open(server.url)
     assert page.problems == [] and browser.broken_images() == []
@@ -118,6 +120,7 @@ def test_the_checks_see_what_a_person_would(browser, tmp_path):
     assert is_blank(browser.screenshot(full_page=False))
 
 
+@pytest.mark.slow
 def test_a_busy_server_answers_the_form_with_a_page_that_says_so(browser, server, tmp_path, monkeypatch):
     """An upload that finds the decode budget full: after its wait, the start page with the message
     (503), rendered cleanly; once the budget is free the same upload is answered."""

@@ -6,42 +6,20 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import DEMO_RUN_ARGS, KILLER, finished_demo_run
 
 from hyp2.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--dataset", "demo", "--subset", "100", "--epochs", "3", "--eval_every", "1", "--batch_size", "25",
-        "--hash_bit", "12"]
+ARGS = DEMO_RUN_ARGS
 RUN = "demo_small_12"
-
-# Runs the CLI in a child that SIGKILLs itself as its `kill_at`-th checkpoint save (best and
-# resumable counted together) has written half its file.
-KILLER = textwrap.dedent("""
-    import os, signal, sys
-    import hyp2.io as io
-    from hyp2.io import atomic_open
-    kill_at, calls = int(sys.argv[1]), [0]
-    def dying_save(path, save):
-        calls[0] += 1
-        if calls[0] == kill_at:
-            with atomic_open(path, "wb") as fh:
-                fh.write(b"half a checkpoint")
-                fh.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-        with atomic_open(path, "wb") as fh:
-            save(fh)
-    io.atomic_save = dying_save
-    from hyp2.cli import main
-    sys.exit(main(sys.argv[2:]))
-""")
-
 
 def killed(kill_at: int, *argv: str) -> None:
     proc = subprocess.run([sys.executable, "-c", KILLER, str(kill_at), *argv], cwd=ROOT, capture_output=True,
@@ -55,10 +33,8 @@ def files_of(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A finished run (seed 0): its folder and its files' bytes."""
-    out = tmp_path_factory.mktemp("finished")
-    assert main(ARGS + ["--result_dir", str(out)]) == 0
-    return out, files_of(out)
+    """A finished run (seed 0), shared with tests/test_resume.py: its folder and its files' bytes."""
+    return finished_demo_run(tmp_path_factory)
 
 
 def test_overwrite_killed_before_its_first_commit_leaves_the_earlier_run_whole(finished, tmp_path, capsys):
@@ -86,7 +62,7 @@ def test_overwrite_that_commits_replaces_the_earlier_run(finished, tmp_path):
     killed(4, *ARGS, "--seed", "3", "--overwrite", "--result_dir", str(out))  # after epoch 1 committed
     assert main(ARGS + ["--result_dir", str(out), "--resume", "--seed", "3"]) == 0
     record = json.loads((out / f"{RUN}.json").read_text())
-    assert record["config"]["seed"] == 3 and [h["epoch"] for h in record["history"]] == [1, 2, 3]
+    assert record["config"]["seed"] == 3 and [h["epoch"] for h in record["history"]] == [1, 2, 3, 4]
     assert not (out / f"{RUN}.retired").exists()
     assert torch.load(out / f"{RUN}.ckpt", weights_only=True)["digest"] == record["best"]["digest"]
 
@@ -97,7 +73,7 @@ def test_resume_and_test_refuse_a_best_checkpoint_of_another_run(finished, tmp_p
     assert main(ARGS + ["--result_dir", str(other), "--seed", "5", "--epochs", "1"]) == 0
     shutil.copy(other / f"{RUN}.ckpt", out / f"{RUN}.ckpt")
     capsys.readouterr()
-    for extra in (["--resume", "--epochs", "4"], ["--test"]):
+    for extra in (["--resume", "--epochs", "5"], ["--test"]):
         assert main(ARGS[:-6] + ["--hash_bit", "12", "--result_dir", str(out), *extra]) == 2
         err = capsys.readouterr().err
         assert "is not the best checkpoint" in err and "come from different runs" in err and err.count("\n") == 1

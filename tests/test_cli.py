@@ -35,6 +35,7 @@ def trained(tmp_path_factory):
     return result, buf.getvalue()
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoint_log_and_json_then_test_prints_the_same_map(trained, capsys, tmp_path):
     result, out = trained
     best = printed_map(out)
@@ -60,6 +61,7 @@ def test_train_writes_checkpoint_log_and_json_then_test_prints_the_same_map(trai
     assert data["config"]["test"] is False  # ... and the training config
 
 
+@pytest.mark.slow
 def test_test_with_plots_and_export_writes_figures_and_codes(trained, tmp_path, capsys):
     import numpy as np
     result, out = trained
@@ -127,6 +129,7 @@ def test_hash_bit_too_short_for_the_classes(tmp_path, capsys):
     assert "--hash_bit 2 and 8 classes" in err and "use --hash_bit ≥ 3" in err
 
 
+@pytest.mark.slow
 def test_retrieval_py_exits_2_without_traceback():
     proc = subprocess.run([sys.executable, "retrieval.py", "--dataset", "nope"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
@@ -166,6 +169,7 @@ def test_errors_raised_in_dataloader_workers_are_one_line(tmp_path, capsys):
     assert "broken.jpg" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content,fragment", [
     ("state_dict", "is not a hyp2 checkpoint (the official code's .ckpt files hold only"),
     ("garbage", "cannot read checkpoint"),

@@ -134,6 +134,7 @@ def test_a_last_batch_of_one_image_is_dropped_for_batchnorm_networks(tmp_path, c
     assert "would hold one image" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_compile_without_a_compiler_falls_back_with_a_warning(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "CXX": "/nonexistent/c++", "CC": "/nonexistent/cc",
            "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "HOME": str(tmp_path)}

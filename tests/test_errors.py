@@ -54,6 +54,7 @@ def test_devices_that_work():
             resolve_device("cuda:0")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["hyp2.report", "hyp2.search"])
 def test_commands_without_arguments_say_so_in_one_line(module):
     proc = subprocess.run([sys.executable, "-m", module], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -23,6 +23,7 @@ def save(path, recipe, model, classes=("a", "b")):
 
 
 # The paper's backbones, and one of each other kind of hash layer (the rest share these).
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["googlenet", "alexnet", "resnet", "small", "resnet18", "efficientnet_b0"])
 def test_training_and_test_side_builds_give_identical_outputs(backbone, tmp_path):
     """The training side builds from ImageNet weights (a stand-in: see conftest.imagenet_like), the
@@ -40,6 +41,7 @@ def test_training_and_test_side_builds_give_identical_outputs(backbone, tmp_path
         assert torch.equal(trained(x), rebuilt(x))
 
 
+@pytest.mark.slow
 def test_inception_input_convention_matters_so_the_recipe_keeps_it(tmp_path):
     """The flag the state dict does not hold: dropping it changes the outputs (what --test did)."""
     recipe = ModelRecipe.for_training("googlenet", 8, 75, pretrained=True)

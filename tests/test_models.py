@@ -8,6 +8,7 @@ from hyp2.errors import UserError
 from hyp2.models import BACKBONES, ReusedClassifierHash, build_model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", BACKBONES.names())  # every entry: a new one gets this for free
 def test_outputs_b_by_k_in_train_and_eval(backbone):
     torch.manual_seed(0)
@@ -38,6 +39,7 @@ def test_resnet_is_resnet50_and_alexnet_reuses_fc6_fc7():
     assert sum(isinstance(m, torch.nn.Dropout) for m in a.hash_layer) == 2
 
 
+@pytest.mark.slow
 def test_local_weights_are_loaded_into_the_backbone(tmp_path):
     src = tvm.alexnet(weights=None)
     torch.save(src.state_dict(), tmp_path / "alexnet.pth")

@@ -100,6 +100,7 @@ def test_no_section_without_a_dataset_of_the_paper(tmp_path):
     assert "paper-grid" not in (out / "index.html").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 @pytest.mark.skipif(chromium_path() is None,
                     reason="chromium is not installed (apt-get install -y chromium; .ci/run does)")

@@ -7,10 +7,9 @@ from __future__ import annotations
 import base64
 import io
 import json
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -262,15 +261,21 @@ def test_main_rejects_bad_numbers(capsys):
 # ---------------------------------------------------------------------------- the CLI
 
 
-def _cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "hyp2.report", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+def _cli(capsys, *args):
+    """``python -m hyp2.report ARGS`` in this process (tests/test_errors.py runs the module itself)."""
+    capsys.readouterr()
+    try:
+        code = report.main([str(a) for a in args])
+    except SystemExit as e:  # --help
+        code = e.code
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
-def test_cli_broken_json_exits_2_with_one_line(tmp_path):
+def test_cli_broken_json_exits_2_with_one_line(tmp_path, capsys):
     bad = tmp_path / "broken.json"
     bad.write_text('{"schema": 1, "dataset": ')
-    done = _cli(bad, "--out", tmp_path / "out")
+    done = _cli(capsys, bad, "--out", tmp_path / "out")
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.splitlines()
@@ -278,14 +283,14 @@ def test_cli_broken_json_exits_2_with_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_help_and_a_good_run(tmp_path):
-    done = _cli("--help")
+def test_cli_help_and_a_good_run(tmp_path, capsys):
+    done = _cli(capsys, "--help")
     assert done.returncode == 0
     for text in ("--out", "--no-tsne", "results.md", "topn.png", "docs/report.md", "index.html", "gallery.png",
                  "--query", "--data_root", "--no-gallery"):
         assert text in done.stdout
     path = write(tmp_path, make_run("voc2007", "googlenet", 48, test_map=0.9, best_map=0.9))
-    done = _cli(path, "--out", tmp_path / "out", "--no-tsne")
+    done = _cli(capsys, path, "--out", tmp_path / "out", "--no-tsne")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "topn.pdf").read_bytes()[:5] == b"%PDF-"
     assert "results.md" in done.stdout
@@ -318,6 +323,7 @@ def parse_page(path: Path) -> PageParser:
     return parser
 
 
+@pytest.mark.slow
 def test_report_with_codes_draws_the_gallery_and_one_offline_page(tmp_path_factory, tmp_path):
     r16, r32 = shared_demo_run(tmp_path_factory), shared_demo_run(tmp_path_factory, bits=32, seed=1)
     out = tmp_path / "out"
@@ -371,9 +377,9 @@ def test_report_page_escapes_what_runs_wrote(tmp_path):
     assert "<td>test: mrr</td><td>0.9321</td>" in html and "<td>test: map</td><td>0.8000</td>" in html
 
 
-def test_cli_names_an_unknown_query_in_one_line(tmp_path_factory, tmp_path):
+def test_cli_names_an_unknown_query_in_one_line(tmp_path_factory, tmp_path, capsys):
     run = shared_demo_run(tmp_path_factory)
-    done = _cli(run.json, "--out", tmp_path / "out", "--no-tsne", "--query", "demo/nope")
+    done = _cli(capsys, run.json, "--out", tmp_path / "out", "--no-tsne", "--query", "demo/nope")
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == ["error: --query demo/nope: no run's codes file lists this id; query ids "
                                         "look like demo/02000, demo/02001, demo/02002"]

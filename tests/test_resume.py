@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import DEMO_RUN_ARGS, KILLER, finished_demo_run
+
 from hyp2.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--dataset", "demo", "--subset", "100", "--epochs", "4", "--eval_every", "1",
-        "--batch_size", "25", "--hash_bit", "12"]
+ARGS = DEMO_RUN_ARGS
 RUN = "demo_small_12"
 
 
@@ -26,28 +27,6 @@ def args(**changes):
     for flag, value in changes.items():
         out[out.index(f"--{flag}") + 1] = str(value)
     return out
-
-# Runs the CLI in a child process that SIGKILLs itself at the `kill_at`-th atomic save of a
-# checkpoint (best and resumable ones counted together), after writing half of the file.
-KILLER = textwrap.dedent("""
-    import os, signal, sys
-    import hyp2.io as io
-    from hyp2.io import atomic_open
-    kill_at, calls = int(sys.argv[1]), [0]
-    def dying_save(path, save):
-        calls[0] += 1
-        if calls[0] == kill_at:
-            with atomic_open(path, "wb") as fh:
-                fh.write(b"half a checkpoint")
-                fh.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-        with atomic_open(path, "wb") as fh:
-            save(fh)
-    io.atomic_save = dying_save
-    from hyp2.cli import main
-    sys.exit(main(sys.argv[2:]))
-""")
-
 
 # Runs the CLI in a child process that sends itself SIGTERM (what Slurm sends on preemption or
 # scancel) as its `stop_at`-th atomic checkpoint save begins.
@@ -68,8 +47,7 @@ TERMINATOR = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref")
-    assert main(ARGS + ["--result_dir", str(out)]) == 0
+    out, _ = finished_demo_run(tmp_path_factory)
     return json.loads((out / f"{RUN}.json").read_text())
 
 

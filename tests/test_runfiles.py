@@ -1,6 +1,5 @@
 """A run's files (hyp2.runfiles): the run lock, owned temporary files, the result folder, failed
 writes, several runs in one folder, and --overwrite's retirement of an earlier run."""
-import contextlib
 import os
 import shutil
 import signal
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import mounted
 
 from hyp2.checkpoint import write_torch
 from hyp2.errors import UserError
@@ -98,26 +98,6 @@ def test_result_dir_that_is_a_file_or_cannot_be_made(tmp_path):
         prepare_result_dir(Path("/proc/hyp2-results"))
 
 
-@contextlib.contextmanager
-def mounted(kind: str, path: Path):
-    """A tiny tmpfs (``full``) or a read-only bind mount (``ro``) at ``path``; skips unless root."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a small or read-only file system needs root")
-    path.mkdir()
-    if kind == "full":
-        cmds = [["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(path)]]
-    else:
-        src = path.parent / "ro-src"
-        src.mkdir()
-        cmds = [["mount", "--bind", str(src), str(path)], ["mount", "-o", "remount,bind,ro", str(path)]]
-    for cmd in cmds:
-        if subprocess.run(cmd, capture_output=True).returncode != 0:
-            subprocess.run(["umount", str(path)], capture_output=True)
-            pytest.skip(f"cannot mount here ({' '.join(cmd)})")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], capture_output=True)
 
 
 def test_full_disk_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch):
@@ -144,6 +124,7 @@ def test_read_only_result_dir_stops_the_cli_in_one_line(tmp_path, capsys):
         assert "is not writable" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_several_runs_share_one_result_folder_at_once(tmp_path, capsys):
     """Runs of other names in one folder at the same time (a sweep): each holds only its own name,
     cleans only its own files, and --test of each reads back its own model."""

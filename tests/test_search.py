@@ -163,6 +163,7 @@ def test_search_table_output_and_top_above_database_size(setup, capsys):
     assert len(res[0]) == N_DB  # top is capped at the database size
 
 
+@pytest.mark.slow
 def test_search_runs_as_a_module(setup):
     proc = subprocess.run([sys.executable, "-m", "hyp2.search", "--checkpoint", str(setup["ckpt"]),
                            "--codes", str(setup["npz"]), "--top", "4", "--json", str(setup["in_db"])],

@@ -325,6 +325,7 @@ def test_without_images_the_page_shows_ids_and_serves_no_thumbnail(setup):
 # ------------------------------------------------------------------------------------------ command line
 
 
+@pytest.mark.slow
 def test_serve_command_listens_on_localhost_and_stops_on_ctrl_c(setup):
     run = setup["run"]
     proc = subprocess.Popen([sys.executable, "-m", "hyp2.search", "serve", "--checkpoint", str(run.checkpoint),

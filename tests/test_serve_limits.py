@@ -176,6 +176,7 @@ def test_budget_serves_in_order_and_refuses_after_its_wait():
     assert order == ["big", "small"] and budget.used == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("budget", ["pixels", "bodies"])
 def test_an_upload_waits_for_its_budget_then_gets_503(start, budget):
     server = start(budget_wait=0.2)
@@ -271,6 +272,7 @@ def test_an_unexpected_failure_is_a_500_with_one_line_not_an_empty_reply(start, 
     assert "error: GET /api/search?id=demo%2F02003: RuntimeError: boom" in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("verbose", [False, True])
 def test_a_client_that_hangs_up_early_costs_one_line_at_most(run, start, capsys, monkeypatch, verbose):
     """The client sends an upload and resets the connection before the answer: writing it fails,

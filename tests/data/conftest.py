@@ -2,13 +2,9 @@
 guard that keeps every dataset test off the network (only 127.0.0.1 and file:// URLs are opened)."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.server
-import os
 import re
-import shutil
-import subprocess
 import threading
 import urllib.error
 import urllib.parse
@@ -17,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import mounted  # noqa: F401  (the data tests import it from here)
 from PIL import Image
 
 
@@ -144,24 +141,3 @@ def serve_pinned(server: "LoopbackServer", contents: dict[str, bytes], sha256: b
     return tuple(files)
 
 
-@contextlib.contextmanager
-def mounted(kind: str, path: Path, size: str = "64k"):
-    """A tmpfs of ``size`` (``full``: a disk that fills up) or a read-only bind mount of the folder
-    ``path.parent / "ro-src"`` (``ro``; fill that folder first) at ``path``; skips unless root."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a small or read-only file system needs root")
-    path.mkdir()
-    if kind == "full":
-        cmds = [["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]]
-    else:
-        src = path.parent / "ro-src"
-        src.mkdir(exist_ok=True)
-        cmds = [["mount", "--bind", str(src), str(path)], ["mount", "-o", "remount,bind,ro", str(path)]]
-    for cmd in cmds:
-        if subprocess.run(cmd, capture_output=True).returncode != 0:
-            subprocess.run(["umount", str(path)], capture_output=True)
-            pytest.skip(f"cannot mount here ({' '.join(cmd)})")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], capture_output=True)

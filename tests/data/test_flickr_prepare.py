@@ -56,6 +56,7 @@ def test_prepare_function(annotation_dir, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["classes.txt", "img.txt", "targets.txt"]  # no temp files
 
 
+@pytest.mark.slow
 def test_prepare_command_line(annotation_dir, tmp_path):
     out = tmp_path / "data" / "flickr25k"  # <data_root>/flickr25k
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
