@@ -58,7 +58,7 @@ def _feed(h, obj: Any) -> None:
     if torch.is_tensor(obj):
         t = obj.detach().cpu().contiguous()
         h.update(f"T{t.dtype}{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself: no copy
     elif isinstance(obj, Mapping):
         h.update(f"D{len(obj)}|".encode())
         for key in sorted(obj, key=str):

@@ -99,3 +99,25 @@ def mounted(kind: str, path: Path, size: str = "64k"):
         yield path
     finally:
         subprocess.run(["umount", str(path)], capture_output=True)
+
+
+def sweep_in_process(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m hyp2.sweep ARGS`` run from ``cwd`` in this process (its runs are child processes
+    as always), with the exit status and output a subprocess would give: the sweep's own start-up
+    (importing torch) is paid once per session, not once per call. Sweeps that load a plugin or
+    are signalled run as real subprocesses instead."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from hyp2.sweep.command import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        patch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+        patch.delenv("HYP2_PLUGINS", raising=False)
+        for key, value in (env or {}).items():
+            patch.setenv(key, value)
+        with redirect_stdout(out), redirect_stderr(err):
+            status = main(list(args))
+    return subprocess.CompletedProcess(["python", "-m", "hyp2.sweep", *args], status, out.getvalue(), err.getvalue())

@@ -135,7 +135,9 @@ def test_several_runs_share_one_result_folder_at_once(tmp_path, capsys):
               "--result_dir", str(tmp_path)]
     runs = {"demo_small_8": ["--hash_bit", "8"], "demo_small_48": ["--hash_bit", "48"],
             "demo_small_8_dhn": ["--hash_bit", "8", "--loss", "dhn"]}
-    procs = [subprocess.Popen(common + flags, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    one_thread = dict(os.environ, OMP_NUM_THREADS="1")  # three runs on a small machine: no oversubscription
+    procs = [subprocess.Popen(common + flags, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=one_thread)
              for flags in runs.values()]
     outputs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err[-500:] for _, err in outputs]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import sweep_in_process
 from hyp2.sweep.state import lock_holder
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -72,7 +73,7 @@ def done(folder, run):
 def reference(tmp_path_factory):
     """The demo plan, uninterrupted, two runs at a time."""
     cwd = tmp_path_factory.mktemp("reference")
-    result = sweep(cwd, "demo", "--jobs", "2", *TINY)
+    result = sweep_in_process(cwd, "demo", "--jobs", "2", *TINY)
     assert result.returncode == 0, result.stdout + result.stderr
     return cwd, result
 
@@ -88,7 +89,7 @@ def test_demo_plan_end_to_end(reference):
     table = (cwd / "report" / "demo" / "results.md").read_text(encoding="utf-8")
     assert all(f"| {run} | demo |" in table for run in DEMO_RUNS)
     assert (cwd / "report" / "demo" / "index.html").is_file()
-    again = sweep(cwd, "demo", "--jobs", "2", *TINY)  # nothing left: nothing runs
+    again = sweep_in_process(cwd, "demo", "--jobs", "2", *TINY)  # nothing left: nothing runs
     assert again.returncode == 0 and "started" not in again.stdout
     assert ": done, " not in again.stdout and "4 done" in again.stdout.splitlines()[0]
     assert "(up to date: 4 of 4 runs done)" in again.stdout  # nothing changed: the report is not redrawn
@@ -138,7 +139,7 @@ def test_a_failing_run_is_reported_while_the_others_complete(tmp_path):
     plan = tmp_path / "plan.yaml"
     plan.write_text("name: mixed\ndefaults: {dataset: demo, subset: 100, epochs: 1, batch_size: 25}\n"
                     "runs:\n  - {hash_bit: 8}\n  - {hash_bit: 12, lr: -1.0}\n", encoding="utf-8")
-    first = sweep(tmp_path, str(plan), "--jobs", "2")
+    first = sweep_in_process(tmp_path, str(plan), "--jobs", "2")
     assert first.returncode == 2
     assert "demo_small_12: failed (exit 2)" in first.stdout and "error: --lr -1.0: must be a finite number ≥ 0" \
         in first.stdout
@@ -149,11 +150,11 @@ def test_a_failing_run_is_reported_while_the_others_complete(tmp_path):
     assert "error: --lr -1.0" in out
     assert (tmp_path / "report" / "mixed" / "results.md").is_file()  # the runs that are done get their report
 
-    again = sweep(tmp_path, str(plan))  # a failed run stays failed until asked
+    again = sweep_in_process(tmp_path, str(plan))  # a failed run stays failed until asked
     assert again.returncode == 2 and "started" not in again.stdout
     assert re.search(r"demo_small_12 +failed +exit 2: error: --lr -1.0", again.stdout), again.stdout
     plan.write_text(plan.read_text().replace("lr: -1.0", "lr: 0.01"), encoding="utf-8")
-    retried = sweep(tmp_path, str(plan), "--retry-failed")
+    retried = sweep_in_process(tmp_path, str(plan), "--retry-failed")
     assert retried.returncode == 0, retried.stdout + retried.stderr
     assert "demo_small_12: started" in retried.stdout and "demo_small_8: started" not in retried.stdout
     assert done_1(tmp_path / "result", "demo_small_12")
@@ -188,7 +189,7 @@ def test_ctrl_c_stops_the_runs_cleanly(tmp_path):
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
-    result = sweep(tmp_path, "paper", "--dry-run", "--set", "epochs=3")
+    result = sweep_in_process(tmp_path, "paper", "--dry-run", "--set", "epochs=3")
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert lines[0].startswith("plan paper (") and "16 runs; 16 pending" in lines[0]
@@ -205,7 +206,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     (["demo", "--set", "hash_bits=3"], "--set hash_bits=3: unknown key 'hash_bits'"),
 ])
 def test_bad_arguments_are_one_line(tmp_path, args, message):
-    result = sweep(tmp_path, *args)
+    result = sweep_in_process(tmp_path, *args)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from _slurm import SlurmCluster, missing
+from conftest import sweep_in_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -59,7 +60,8 @@ def wait_for(condition, what, cluster):
 
 
 def test_demo_plan_on_slurm(cluster, tmp_path):
-    first = sweep(cluster, tmp_path, "demo", *SLURM, "--jobs", "2", *TINY, "--wait")
+    slurm_env = {"SLURM_CONF": cluster.env["SLURM_CONF"]}
+    first = sweep_in_process(tmp_path, "demo", *SLURM, "--jobs", "2", *TINY, "--wait", env=slurm_env)
     assert first.returncode == 0, explain(cluster, first)
     ids = re.search(r"submitted 4 Slurm jobs: (.*)", first.stdout).group(1)
     assert re.fullmatch(r"demo_small_16 (\d+)_0, demo_small_16_csq \1_1, demo_small_48 \1_2, "
@@ -78,7 +80,7 @@ def test_demo_plan_on_slurm(cluster, tmp_path):
     accounted = cluster.run("sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", base).stdout
     assert accounted.count("COMPLETED") == 4, accounted
 
-    again = sweep(cluster, tmp_path, "demo", *SLURM, *TINY)  # states, and nothing to submit
+    again = sweep_in_process(tmp_path, "demo", *SLURM, *TINY, env=slurm_env)  # states, and nothing to submit
     assert again.returncode == 0, explain(cluster, again)
     assert "submitted" not in again.stdout and "4 runs; 4 done" in again.stdout
 

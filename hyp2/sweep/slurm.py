@@ -91,6 +91,10 @@ class SweepJob:
         job = f"{job}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if job else os.environ.get("SLURM_JOB_ID")
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    PYTHONPATH=os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p))
+        cpus = os.environ.get("SLURM_CPUS_ON_NODE", "")
+        if cpus.isdigit() and int(cpus) > 0 and "OMP_NUM_THREADS" not in os.environ:
+            # torch's threads follow the job's CPUs, not the node's, where Slurm does not bind them
+            env["OMP_NUM_THREADS"] = cpus
         journal.folder.mkdir(parents=True, exist_ok=True)
         with open(journal.out(self.name), "a", encoding="utf-8") as out:
             out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} Slurm job {job}: python retrieval.py "
@@ -200,13 +204,15 @@ def overlay(runs: Sequence[Run], states: dict[str, RunState], journal: Journal) 
                 states[name] = RunState(QUEUED, f"job {job}: Slurm does not answer (squeue); state unknown")
             continue
         state = slurm.get(job)
-        if state is None or states[name].status == "done":
+        if state is None:
             continue
+        # a job is running until Slurm says it ended, even when its run's files say done: it may
+        # still be recording its exit in the journal, which --wait must not return before
         if state in _WAITING:
             states[name] = RunState(QUEUED, f"job {job} {state}")
         elif state in _ACTIVE:
             states[name] = RunState(RUNNING, f"job {job}")
-        elif states[name].status != FAILED:
+        elif states[name].status not in ("done", FAILED):
             states[name] = RunState(states[name].status, ", ".join(
                 p for p in (states[name].detail, f"job {job} ended {state}") if p))
 
