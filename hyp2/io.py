@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
+from .errors import UserError, reason
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -137,3 +139,15 @@ def atomic_save(path: str | os.PathLike, save: Callable[[BinaryIO], None]) -> No
     """Call ``save(fileobj)`` (e.g. ``lambda f: torch.save(obj, f)``) and publish atomically."""
     with atomic_open(path, "wb") as fh:
         save(fh)
+
+
+def make_folder(folder: str | os.PathLike, what: str, advice: Callable[[OSError], str]) -> None:
+    """Create ``folder`` and its parents unless it is a folder already; a failure is one
+    :class:`~hyp2.errors.UserError` line, ``{what} ({why}); {advice(error)}``."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{what} ({e.strerror or reason(e)}); {advice(e)}") from None

@@ -1,7 +1,5 @@
-"""torchrun with two CPU processes (gloo): one checkpoint, one history, and the sharding helpers."""
-import json
+"""torchrun with two CPU processes (gloo): the global batch's gradient, and the sharding helpers."""
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,32 +28,8 @@ def test_global_batch_must_split_evenly():
         per_rank_batch(100, Dist(0, 3))
 
 
-@pytest.mark.slow
-def test_torchrun_two_gloo_processes_train_the_demo(tmp_path):
-    out = tmp_path / "result"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "retrieval.py", "--dataset", "demo", "--subset", "90", "--epochs", "2", "--eval_every", "1",
-           "--batch_size", "30", "--hash_bit", "16", "--device", "cpu", "--result_dir", str(out)]
-    # A new session, so a hang kills torchrun's workers too, not only torchrun.
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        raise AssertionError(f"torchrun hung:\n{stderr[-3000:]}") from None
-    assert proc.returncode == 0, stderr[-3000:]
-    assert stdout.count("map: ") == 1, stdout  # rank 0 alone reports
-    assert stdout.count("epoch 2: map") == 1
-    assert "x 2 processes" in stdout
-    files = sorted(p.name for p in out.iterdir())
-    assert files == ["demo_small_16.ckpt", "demo_small_16.json", "demo_small_16.lock", "demo_small_16.txt",
-                     "demo_small_16.yaml", "demo_small_16_last.ckpt"]
-    history = json.loads((out / "demo_small_16.json").read_text())["history"]
-    assert [h["epoch"] for h in history] == [1, 2]
-    log = (out / "demo_small_16.txt").read_text()
-    assert log.count("epoch 2: map") == 1  # one writer
+# torchrun training the demo end to end (one checkpoint, one history, rank 0 alone writing) is
+# tests/test_sweep_local.py::test_a_job_with_several_processes_trains_under_torchrun.
 
 
 # Two gloo processes each hold half of a fixed batch; with gather_batch and DDP their gradients

@@ -239,7 +239,8 @@ def test_a_run_held_by_another_process_is_waited_for(tmp_path):
 
 def test_a_job_with_several_processes_trains_under_torchrun(tmp_path):
     """What --slurm_gpus_per_job N > 1 runs: training under torchrun (here two gloo processes on the
-    CPU), then --test in the job's own process."""
+    CPU; DDP itself: tests/test_distributed.py), then --test in the job's own process. One
+    checkpoint, one history, one log writer."""
     command = [sys.executable, "-m", "hyp2.sweep.job", "--torchrun=2", "--", "--dataset", "demo", "--subset", "90",
                "--epochs", "1", "--batch_size", "30", "--hash_bit", "16", "--device", "cpu", "--result_dir", "out"]
     # a new session, so that a hang is ended with torchrun's workers
@@ -252,4 +253,10 @@ def test_a_job_with_several_processes_trains_under_torchrun(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, out[-3000:]
     assert "x 2 processes" in out and "test: map@" in out
-    assert done_1(tmp_path / "out", "demo_small_16")
+    assert out.count("map: ") == 2, out  # training's and --test's: rank 0 alone reports
+    folder = tmp_path / "out"
+    assert done_1(folder, "demo_small_16")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "demo_small_16.ckpt", "demo_small_16.json", "demo_small_16.lock", "demo_small_16.txt", "demo_small_16.yaml",
+        "demo_small_16_last.ckpt", "demo_small_16_sample.npz"]  # the last: --test's sample of codes
+    assert (folder / "demo_small_16.txt").read_text().count("epoch 1: map") == 1  # one writer

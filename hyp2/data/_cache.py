@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
-from ..io import atomic_path, human_bytes, parse_json, require_free_space, write_atomic
+from ..io import atomic_path, human_bytes, make_folder, parse_json, require_free_space, write_atomic
 from ._locks import CacheLock, folder_lock, lock_fd, try_lock
 from ._pinned import _say
 from .base import DataOptions, LabelledImages, RetrievalData
@@ -258,16 +258,6 @@ def _json_bytes(obj: dict) -> bytes:
     return (json.dumps(obj, indent=2) + "\n").encode("utf-8")
 
 
-def _make_folder(directory: Path) -> None:
-    if directory.is_dir():
-        return
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--cache: cannot create the folder {directory} ({e.strerror or e}); make --data_root "
-                        f"writable, or run without --cache") from None
-
-
 def _wait_for(paths: list[Path], data: Path) -> None:
     """Block until the processes holding ``paths`` (builds of ``data``) release them."""
     _say(f"--cache: waiting for another process that is building {data} ({paths[0].name})")
@@ -318,7 +308,8 @@ def cached_split(split: LabelledImages, root: Path, dataset: str, split_name: st
     data, header = cache_paths(root, dataset, split_name, size, split.ids)
     expected = _header(dataset, split_name, size, split.ids, data.name)
     desc = f"cache {dataset} {split_name}"
-    _make_folder(data.parent)
+    make_folder(data.parent, f"--cache: cannot create the folder {data.parent}",
+                lambda e: "make --data_root writable, or run without --cache")
     while True:
         try:
             claim = _claim(data, header, expected, len(split) * size * size * 3, desc)

@@ -38,7 +38,7 @@ from typing import Mapping
 
 
 from ..errors import UserError, reason
-from ..io import require_free_space
+from ..io import make_folder, require_free_space
 from ..progress import bar
 
 CHUNK = 1 << 20
@@ -127,7 +127,8 @@ def fetch(url: str, dest: str | os.PathLike, md5: str | None = None, *, digests:
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
     dest = Path(dest)
-    _make_folder(dest.parent)
+    make_folder(dest.parent, f"cannot create the folder {dest.parent} for a download",
+                lambda e: disk_advice(e, dest.parent.parent))
     part = dest.with_name(dest.name + ".part")
     if digests and "size" in digests:  # known before asking: check now, whatever the server will say
         _require_space(part, int(digests["size"]) - (part.stat().st_size if part.exists() else 0), url)
@@ -176,16 +177,6 @@ def write_failure(part: Path, e: OSError) -> UserError:
     resume = f"; the {kept:,} bytes downloaded are kept in {part} and the next run resumes from there" if kept else ""
     return UserError(f"cannot write the download {part} ({e.strerror or reason(e)}); "
                      f"{disk_advice(e, part.parent)}{resume}")
-
-
-def _make_folder(folder: Path) -> None:
-    if folder.is_dir():
-        return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the folder {folder} for a download ({e.strerror or reason(e)}); "
-                        f"{disk_advice(e, folder.parent)}") from None
 
 
 def _require_space(part: Path, nbytes: int, url: str) -> None:

@@ -102,9 +102,14 @@ def test_undecodable_image_in_a_dataloader_worker(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 broken")
     ds = LabelledImages(["ok.jpg", "bad.jpg"], np.eye(2, dtype=np.uint8),
                         ImageFiles([tmp_path / "ok.jpg", tmp_path / "bad.jpg"]), image_transform(16, False))
-    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1)
-    with pytest.raises(UserError, match=r"cannot open image .*bad.jpg"):
-        list(loader)
+    batches = iter(torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1))
+    try:
+        with pytest.raises(UserError, match=r"cannot open image .*bad.jpg"):
+            list(batches)
+    finally:
+        # the re-raised error's traceback holds the iterator in a reference cycle; left to the
+        # garbage collector, its worker's shutdown waits out torch's 5 s timeout
+        batches._shutdown_workers()
 
 
 def test_require_files(tmp_path):
