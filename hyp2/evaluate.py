@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from . import metrics
 from .registry import Registry
 from .progress import bar
+from .train import batches_of
 
 #: keys of the ``test`` section that ``--test`` itself writes; no registered metric may take one
 RESERVED = ("map", "topk", "acg", "ndcg", "weighted_map", "tie_aware_map", "precision_at_n", "recall_at_n",
@@ -36,7 +37,7 @@ def encode(model: nn.Module, loader: DataLoader, device: torch.device | str,
     model.eval()
     outs, labs = [], []
     try:
-        for images, labels, _ in bar(loader, desc=desc):
+        for images, labels, _ in bar(batches_of(loader), desc=desc, total=len(loader)):
             outs.append(model(images.to(device, non_blocking=True)).float())
             labs.append(labels.to(device, non_blocking=True))
     finally:

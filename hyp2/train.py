@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -38,6 +38,23 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def batches_of(loader: DataLoader) -> Iterator:
+    """The batches of ``loader``. When an error stops the iteration (a worker's, or the
+    consumer's), the loader's workers are stopped before the error goes on: the error's traceback
+    holds the iterator in a reference cycle, and stopped later by the garbage collector, the
+    workers would hold the process for torch's 5 s shutdown timeout at some random moment."""
+    iterator = iter(loader)
+    try:
+        yield from iterator
+    except BaseException:
+        stop = getattr(iterator, "_shutdown_workers", None)  # torch's own shutdown (none without workers)
+        if stop is not None:
+            stop()
+        if getattr(loader, "_iterator", None) is iterator:  # persistent workers: the next epoch starts afresh
+            loader._iterator = None
+        raise
 
 
 def _seed_worker(_worker_id: int) -> None:
@@ -119,7 +136,7 @@ def train_one_epoch(model: nn.Module, loss_fn: HashLoss, loader, optimizer: torc
     first_bad = torch.zeros((), dtype=torch.int64, device=device)
     count, wait, lr = 0, 0.0, optimizer.param_groups[0]["lr"]
     start = ready = time.perf_counter()
-    batches = bar(loader, desc=desc or f"epoch {epoch}")
+    batches = bar(batches_of(loader), desc=desc or f"epoch {epoch}", total=len(loader))
     try:
         for step, (images, labels, _) in enumerate(batches, 1):
             wait += time.perf_counter() - ready

@@ -167,6 +167,9 @@ def test_errors_raised_in_dataloader_workers_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert "broken.jpg" in err and "Traceback" not in err
+    import multiprocessing
+    # the worker stopped with the error, not at some later garbage collection (torch's 5 s timeout)
+    assert multiprocessing.active_children() == []
 
 
 @pytest.mark.slow
