@@ -33,6 +33,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import importlib
+import operator
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +42,6 @@ from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
-from torchvision import models as tvm
 
 from .data.base import IMAGENET_MEAN, IMAGENET_STD
 from .config import MAX_BITS, MAX_IMAGE_SIZE
@@ -315,17 +316,40 @@ def replace_hash_layer(net: nn.Module, num_bits: int) -> nn.Module:
     return net
 
 
+def _torchvision(name: str) -> Any:
+    """``torchvision.models.{name}`` (dotted), imported on first use: listing the backbones (a
+    flag's check, ``--help``, a sweep's plan) does not import torchvision."""
+    return operator.attrgetter(name)(importlib.import_module("torchvision.models"))
+
+
+class _TorchvisionWeights:
+    """torchvision's weights enum member ``name`` (e.g. ``"AlexNet_Weights.IMAGENET1K_V1"``),
+    looked up when one of its attributes (``url``, ``get_state_dict``) is first asked for."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr == "name":  # not set yet (unpickling): no lookup
+            raise AttributeError(attr)
+        return getattr(_torchvision(self.name), attr)
+
+    def __repr__(self) -> str:
+        return f"torchvision.models.{self.name}"
+
+
 def _inception(**options) -> nn.Module:
     # With the aux head, whose weights are in torchvision's state dict; init_weights is skipped
     # when the weights will be replaced anyway (it is slow), as torchvision does.
     transform = bool(options.get("transform_input", False))
-    return tvm.inception_v3(weights=None, aux_logits=True, transform_input=transform, init_weights=not transform)
+    return _torchvision("inception_v3")(weights=None, aux_logits=True, transform_input=transform,
+                                        init_weights=not transform)
 
 
-def _weights_free(arch: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+def _weights_free(arch: str) -> Callable[..., nn.Module]:
     def build(**options) -> nn.Module:
-        return arch(weights=None, **options)
-    build.__name__ = arch.__name__
+        return _torchvision(arch)(weights=None, **options)
+    build.__name__ = arch
     return build
 
 
@@ -333,31 +357,29 @@ def _weights_free(arch: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 BACKBONES.register(
     "googlenet", "Inception-v3 at 448 px, as the official code (the paper says GoogLeNet)", _inception,
-    attach=_inception_head, weights=tvm.Inception_V3_Weights.IMAGENET1K_V1, image_size=448, lr=0.02, min_size=75,
-    input_options=lambda pretrained: {"transform_input": pretrained})
+    attach=_inception_head, weights=_TorchvisionWeights("Inception_V3_Weights.IMAGENET1K_V1"), image_size=448, lr=0.02,
+    min_size=75, input_options=lambda pretrained: {"transform_input": pretrained})
 BACKBONES.register(
-    "alexnet", "AlexNet with its pretrained fc6/fc7 and a new 4096→K layer, 224 px", _weights_free(tvm.alexnet),
-    attach=ReusedClassifierHash, weights=tvm.AlexNet_Weights.IMAGENET1K_V1, lr=0.01, min_size=63)
+    "alexnet", "AlexNet with its pretrained fc6/fc7 and a new 4096→K layer, 224 px", _weights_free("alexnet"),
+    attach=ReusedClassifierHash, weights=_TorchvisionWeights("AlexNet_Weights.IMAGENET1K_V1"), lr=0.01, min_size=63)
 # The official code never sets resnet's lr (it crashes). We use googlenet's 0.02: both are
 # batch-normalised ImageNet backbones trained with the same SGD recipe.
-BACKBONES.register("resnet", "ResNet-50, 224 px", _weights_free(tvm.resnet50), attach=replace_fc,
-                   weights=tvm.ResNet50_Weights.IMAGENET1K_V1)
+BACKBONES.register("resnet", "ResNet-50, 224 px", _weights_free("resnet50"), attach=replace_fc,
+                   weights=_TorchvisionWeights("ResNet50_Weights.IMAGENET1K_V1"))
 BACKBONES.register("small", "compact CNN from scratch for the CPU demo, 32 px", SmallNet, attach=replace_hash_layer,
                    image_size=32, min_size=16)
-for _depth, _arch, _weights in ((18, tvm.resnet18, tvm.ResNet18_Weights), (34, tvm.resnet34, tvm.ResNet34_Weights),
-                                (101, tvm.resnet101, tvm.ResNet101_Weights),
-                                (152, tvm.resnet152, tvm.ResNet152_Weights)):
-    BACKBONES.register(f"resnet{_depth}", f"ResNet-{_depth}, 224 px", _weights_free(_arch), attach=replace_fc,
-                       weights=_weights.IMAGENET1K_V1)
+for _depth in (18, 34, 101, 152):
+    BACKBONES.register(f"resnet{_depth}", f"ResNet-{_depth}, 224 px", _weights_free(f"resnet{_depth}"),
+                       attach=replace_fc, weights=_TorchvisionWeights(f"ResNet{_depth}_Weights.IMAGENET1K_V1"))
 BACKBONES.register("vgg16", "VGG-16 with its pretrained fc6/fc7 and a new 4096→K layer, 224 px",
-                   _weights_free(tvm.vgg16), attach=ReusedClassifierHash, weights=tvm.VGG16_Weights.IMAGENET1K_V1,
-                   lr=0.01)
+                   _weights_free("vgg16"), attach=ReusedClassifierHash,
+                   weights=_TorchvisionWeights("VGG16_Weights.IMAGENET1K_V1"), lr=0.01)
 BACKBONES.register("convnext_tiny", "ConvNeXt-T, classifier's last Linear replaced, 224 px",
-                   _weights_free(tvm.convnext_tiny), attach=replace_last_linear,
-                   weights=tvm.ConvNeXt_Tiny_Weights.IMAGENET1K_V1, lr=0.01)
+                   _weights_free("convnext_tiny"), attach=replace_last_linear,
+                   weights=_TorchvisionWeights("ConvNeXt_Tiny_Weights.IMAGENET1K_V1"), lr=0.01)
 BACKBONES.register("efficientnet_b0", "EfficientNet-B0, classifier's last Linear replaced, 224 px",
-                   _weights_free(tvm.efficientnet_b0), attach=replace_last_linear,
-                   weights=tvm.EfficientNet_B0_Weights.IMAGENET1K_V1, lr=0.01)
+                   _weights_free("efficientnet_b0"), attach=replace_last_linear,
+                   weights=_TorchvisionWeights("EfficientNet_B0_Weights.IMAGENET1K_V1"), lr=0.01)
 
 
 def state_digest(state: Mapping[str, torch.Tensor]) -> str:

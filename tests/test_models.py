@@ -99,6 +99,17 @@ def test_every_entry_is_complete(backbone):
     assert isinstance(entry.input_options(True), dict) and isinstance(entry.input_options(False), dict)
 
 
+def test_checking_flags_does_not_import_torchvision():
+    """torchvision costs a second at start-up: a bad flag, --help or a sweep's plan do without it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from hyp2.cli import build_parser, parse_config; build_parser(); "
+            "parse_config(['--dataset', 'demo', '--backbone', 'alexnet']); print('torchvision' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout == "False\n", done.stdout + done.stderr
+
+
 def test_registering_a_backbone_twice_is_refused():
     with pytest.raises(ValueError, match="backbone 'resnet' is already registered"):
         BACKBONES.register("resnet", "again", tvm.resnet50, attach=lambda net, k: net)

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms import functional as TF
 
 from ..registry import Registry
 
@@ -67,7 +66,9 @@ class _Transform:
         if img.size != (self.size, self.size):
             # BILINEAR with antialias is what torchvision's Resize does on PIL images.
             img = img.resize((self.size, self.size), Image.BILINEAR)
-        x = TF.pil_to_tensor(img)
+        from torchvision.transforms.functional import pil_to_tensor  # here: importing hyp2.data stays light
+
+        x = pil_to_tensor(img)
         return normalize_uint8(x, flip=self.train and bool(torch.rand(()) < 0.5))
 
     def __repr__(self) -> str:
