@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import shutil
 import subprocess
 import textwrap
@@ -121,3 +122,28 @@ def sweep_in_process(cwd: Path, *args: str, env: dict[str, str] | None = None) -
         with redirect_stdout(out), redirect_stderr(err):
             status = main(list(args))
     return subprocess.CompletedProcess(["python", "-m", "hyp2.sweep", *args], status, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(autouse=True)
+def _plugins_end_with_their_test():
+    """What a test's plugins register in this process is gone after it, and their modules are
+    imported afresh by the next test that loads them: no test sees another's entries."""
+    from hyp2 import _plugins
+    from hyp2.data import DATASETS
+    from hyp2.evaluate import METRICS
+    from hyp2.losses import LOSSES
+    from hyp2.models import BACKBONES
+
+    registries = (BACKBONES, DATASETS, LOSSES, METRICS)
+    names = [set(r.names()) for r in registries]
+    modules, loaded = set(sys.modules), dict(_plugins._LOADED)
+    yield
+    for registry, before in zip(registries, names):
+        for name in set(registry.names()) - before:
+            registry.unregister(name)
+    for name in set(sys.modules) - modules:
+        source = getattr(sys.modules[name], "__file__", None)
+        if source and os.path.realpath(source) in _plugins._LOADED and os.path.realpath(source) not in loaded:
+            del sys.modules[name]
+    for source in set(_plugins._LOADED) - set(loaded):
+        del _plugins._LOADED[source]
