@@ -74,3 +74,30 @@ def test_the_sbatch_script(tmp_path):
     assert "export PYTHONPATH=" in text
     plain = slurm.make_executor(tmp_path, slurm.SlurmOptions(gpus_per_job=0))._make_submission_file_text("C", "u")
     assert "--time" not in plain and "--gpus" not in plain and "--partition" not in plain  # the cluster's defaults
+
+
+def test_a_slurm_jobs_threads_follow_its_cpus():
+    env = slurm.job_env({"SLURM_CPUS_ON_NODE": "3", "PYTHONPATH": "/mine"})
+    assert env["OMP_NUM_THREADS"] == "3" and env["PYTHONUNBUFFERED"] == "1"
+    assert env["PYTHONPATH"].split(":")[-1] == "/mine" and Path(env["PYTHONPATH"].split(":")[0], "hyp2").is_dir()
+    assert slurm.job_env({"SLURM_CPUS_ON_NODE": "3", "OMP_NUM_THREADS": "8"})["OMP_NUM_THREADS"] == "8"  # the user's
+    assert "OMP_NUM_THREADS" not in slurm.job_env({}) and "OMP_NUM_THREADS" not in slurm.job_env(
+        {"SLURM_CPUS_ON_NODE": "x"})
+
+
+def test_a_run_is_running_until_its_slurm_job_ends():
+    from hyp2.sweep.state import DONE, FAILED, PENDING, QUEUED, RUNNING, RunState
+
+    def merged(status, job_state):
+        states = {"r": RunState(status, "")}
+        slurm.merge_job_states(states, {"r": "7_0"}, None if job_state is None else {"7_0": job_state})
+        return states["r"].status
+
+    # its files say done, but the job may still be recording its exit: --wait waits for it
+    assert merged(DONE, "RUNNING") == RUNNING and merged(DONE, "COMPLETING") == RUNNING
+    assert merged(DONE, "COMPLETED") == DONE and merged(FAILED, "FAILED") == FAILED
+    assert merged(FAILED, "RUNNING") == RUNNING and merged(PENDING, "PENDING") == QUEUED
+    assert merged(PENDING, None) == QUEUED and merged(DONE, None) == DONE  # Slurm silent: never submitted twice
+    states = {"r": RunState(PENDING, "")}
+    slurm.merge_job_states(states, {"r": "7_0"}, {"7_0": "CANCELLED"})
+    assert states["r"] == RunState(PENDING, "job 7_0 ended CANCELLED")

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 from ..errors import UserError, reason
 from ..io import atomic_write_json
 from .plan import Plan, Run
-from .state import FAILED, QUEUED, RUNNING, Journal, RunState, read_record
+from .state import DONE, FAILED, QUEUED, RUNNING, Journal, RunState, read_record
 
 JOBS_FILE = "slurm_jobs.json"
 #: how many times submitit requeues a job that reached its time limit
@@ -73,6 +73,18 @@ def _submitit():
     return submitit
 
 
+def job_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a job's run process: ``environ`` with hyp2 importable, output
+    unbuffered, and torch's threads following the job's CPUs (``SLURM_CPUS_ON_NODE``), not the
+    node's, where Slurm does not bind them; an ``OMP_NUM_THREADS`` already set is kept."""
+    env = dict(environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(p for p in (_PACKAGE_ROOT, environ.get("PYTHONPATH")) if p))
+    cpus = environ.get("SLURM_CPUS_ON_NODE", "")
+    if cpus.isdigit() and int(cpus) > 0 and "OMP_NUM_THREADS" not in environ:
+        env["OMP_NUM_THREADS"] = cpus
+    return env
+
+
 class SweepJob:
     """What a Slurm job runs: the run's job process, its output appended to the journal's
     ``{run}.out``, its exit recorded in the journal. Requeued, it does the same again."""
@@ -89,12 +101,7 @@ class SweepJob:
         journal, command = Journal(self.journal_dir), self.command()
         job = os.environ.get("SLURM_ARRAY_JOB_ID")
         job = f"{job}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if job else os.environ.get("SLURM_JOB_ID")
-        env = dict(os.environ, PYTHONUNBUFFERED="1",
-                   PYTHONPATH=os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p))
-        cpus = os.environ.get("SLURM_CPUS_ON_NODE", "")
-        if cpus.isdigit() and int(cpus) > 0 and "OMP_NUM_THREADS" not in os.environ:
-            # torch's threads follow the job's CPUs, not the node's, where Slurm does not bind them
-            env["OMP_NUM_THREADS"] = cpus
+        env = job_env(os.environ)
         journal.folder.mkdir(parents=True, exist_ok=True)
         with open(journal.out(self.name), "a", encoding="utf-8") as out:
             out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} Slurm job {job}: python retrieval.py "
@@ -197,10 +204,15 @@ def overlay(runs: Sequence[Run], states: dict[str, RunState], journal: Journal) 
     jobs = read_jobs(journal)
     ids = {run.name: str(jobs[run.name]["job"]) for run in runs if isinstance(jobs.get(run.name), dict)
            and "job" in jobs[run.name]}
-    slurm = job_states(list(ids.values()))
+    merge_job_states(states, ids, job_states(list(ids.values())))
+
+
+def merge_job_states(states: dict[str, RunState], ids: Mapping[str, str], slurm: Mapping[str, str] | None) -> None:
+    """:func:`overlay`'s rule: ``states`` (from the result folder) updated with ``slurm``, the
+    state of each run's job id in ``ids`` (None: the controller did not answer)."""
     for name, job in ids.items():
         if slurm is None:  # the controller does not answer: a job may still run; never submit it twice
-            if states[name].status not in ("done", FAILED):
+            if states[name].status not in (DONE, FAILED):
                 states[name] = RunState(QUEUED, f"job {job}: Slurm does not answer (squeue); state unknown")
             continue
         state = slurm.get(job)
@@ -212,7 +224,6 @@ def overlay(runs: Sequence[Run], states: dict[str, RunState], journal: Journal) 
             states[name] = RunState(QUEUED, f"job {job} {state}")
         elif state in _ACTIVE:
             states[name] = RunState(RUNNING, f"job {job}")
-        elif states[name].status not in ("done", FAILED):
+        elif states[name].status not in (DONE, FAILED):
             states[name] = RunState(states[name].status, ", ".join(
                 p for p in (states[name].detail, f"job {job} ended {state}") if p))
-
