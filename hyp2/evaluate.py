@@ -37,9 +37,10 @@ def encode(model: nn.Module, loader: DataLoader, device: torch.device | str,
     model.eval()
     outs, labs = [], []
     try:
-        for images, labels, _ in bar(batches_of(loader), desc=desc, total=len(loader)):
-            outs.append(model(images.to(device, non_blocking=True)).float())
-            labs.append(labels.to(device, non_blocking=True))
+        with batches_of(loader) as batches:
+            for images, labels, _ in bar(batches, desc=desc, total=len(loader)):
+                outs.append(model(images.to(device, non_blocking=True)).float())
+                labs.append(labels.to(device, non_blocking=True))
     finally:
         model.train(was_training)
     if not outs:

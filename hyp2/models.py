@@ -330,7 +330,7 @@ class _TorchvisionWeights:
         self.name = name
 
     def __getattr__(self, attr: str) -> Any:
-        if attr == "name":  # not set yet (unpickling): no lookup
+        if attr == "name" or attr.startswith("__"):  # copy/pickle probes, or `name` not set yet: no lookup
             raise AttributeError(attr)
         return getattr(_torchvision(self.name), attr)
 

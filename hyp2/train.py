@@ -8,6 +8,7 @@ loop, top to bottom; what it writes, and in which order, is :class:`hyp2.checkpo
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -40,14 +41,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def batches_of(loader: DataLoader) -> Iterator:
-    """The batches of ``loader``. When an error stops the iteration (a worker's, or the
-    consumer's), the loader's workers are stopped before the error goes on: the error's traceback
-    holds the iterator in a reference cycle, and stopped later by the garbage collector, the
-    workers would hold the process for torch's 5 s shutdown timeout at some random moment."""
+@contextlib.contextmanager
+def batches_of(loader: DataLoader) -> Iterator[Iterator]:
+    """``with batches_of(loader) as batches:`` iterates ``loader``; when an error leaves the block
+    (a worker's, or the consumer's own), the loader's workers are stopped before it goes on. Left
+    to the garbage collector (the error's traceback holds the iterator in a reference cycle), their
+    shutdown would hold the process for torch's 5 s timeout at some later moment."""
     iterator = iter(loader)
     try:
-        yield from iterator
+        yield iterator
     except BaseException:
         stop = getattr(iterator, "_shutdown_workers", None)  # torch's own shutdown (none without workers)
         if stop is not None:
@@ -136,8 +138,7 @@ def train_one_epoch(model: nn.Module, loss_fn: HashLoss, loader, optimizer: torc
     first_bad = torch.zeros((), dtype=torch.int64, device=device)
     count, wait, lr = 0, 0.0, optimizer.param_groups[0]["lr"]
     start = ready = time.perf_counter()
-    batches = bar(batches_of(loader), desc=desc or f"epoch {epoch}", total=len(loader))
-    try:
+    with batches_of(loader) as served, bar(served, desc=desc or f"epoch {epoch}", total=len(loader)) as batches:
         for step, (images, labels, _) in enumerate(batches, 1):
             wait += time.perf_counter() - ready
             if not ((labels == 0) | (labels == 1)).all():  # on the host, as the loader made them: no sync
@@ -168,8 +169,6 @@ def train_one_epoch(model: nn.Module, loss_fn: HashLoss, loader, optimizer: torc
                 _stop_if_not_finite(first_bad, epoch)
                 batches.set_postfix(loss=f"{float(total) / count:.4f}")
             ready = time.perf_counter()
-    finally:
-        batches.close()
     if count == 0:
         raise UserError("the training split is empty; check the dataset's lists")
     _stop_if_not_finite(first_bad, epoch)  # also waits for the device: the wall time below is real

@@ -185,3 +185,44 @@ def test_a_loss_that_breaks_the_contract_is_one_line_naming_it(value, fragment):
         train_one_epoch(model, loss, make_loader(split, 8, train=True, workers=0),
                         make_optimizer(model, loss, 0.01, 0.01), "cpu", epoch=1)
     assert str(e.value).startswith("--loss broken ") and fragment in str(e.value)
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Six (3, 4, 4) images with two-class labels; item ``broken`` raises in the worker."""
+
+    def __init__(self, broken: int | None = None):
+        self.broken = broken
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        if i == self.broken:
+            raise UserError(f"cannot read item {i}")
+        return torch.full((3, 4, 4), float(i)), torch.tensor([1.0, 0.0]), i
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_workers_error_stops_the_loaders_workers_at_once(persistent):
+    """An error raised in a DataLoader worker comes back through torch, whose re-raise leaves the
+    iterator in a reference cycle: unless stopped with the error, the workers live on until a
+    garbage collection, which then holds the process for torch's 5 s timeout. Training and
+    encoding both stop them at once, and a persistent loader starts afresh afterwards."""
+    import multiprocessing
+
+    from hyp2.evaluate import encode
+
+    rows = _Rows(broken=3)
+    loader = torch.utils.data.DataLoader(rows, batch_size=2, num_workers=1, persistent_workers=persistent)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 8))
+    with pytest.raises(UserError, match="cannot read item 3") as caught:
+        hyp2.train.train_one_epoch(model, build_loss("hyp2", 2, 8), loader,
+                                   torch.optim.SGD(model.parameters(), lr=0.1), "cpu", epoch=1)
+    assert multiprocessing.active_children() == []  # while the error and its traceback still live
+    with pytest.raises(UserError, match="cannot read item 3") as caught:
+        encode(model, loader, "cpu")
+    assert multiprocessing.active_children() == []
+    rows.broken = None
+    outputs, labels = encode(model, loader, "cpu")  # usable again
+    assert outputs.shape == (6, 8) and labels.shape == (6, 2)
+    del caught
