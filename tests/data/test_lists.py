@@ -12,6 +12,7 @@ from hyp2.data import LabelledImages, image_transform
 from hyp2.data._lists import (ImageFiles, default_class_names, output_folder, read_class_names, read_image_list,
                               read_list, require_files)
 from hyp2.errors import UserError
+from hyp2.train import batches_of
 
 from .conftest import write_jpeg
 
@@ -102,14 +103,10 @@ def test_undecodable_image_in_a_dataloader_worker(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 broken")
     ds = LabelledImages(["ok.jpg", "bad.jpg"], np.eye(2, dtype=np.uint8),
                         ImageFiles([tmp_path / "ok.jpg", tmp_path / "bad.jpg"]), image_transform(16, False))
-    batches = iter(torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1))
-    try:
-        with pytest.raises(UserError, match=r"cannot open image .*bad.jpg"):
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1)
+    with pytest.raises(UserError, match=r"cannot open image .*bad.jpg"):
+        with batches_of(loader) as batches:  # as training reads it: the worker stops with the error
             list(batches)
-    finally:
-        # the re-raised error's traceback holds the iterator in a reference cycle; left to the
-        # garbage collector, its worker's shutdown waits out torch's 5 s timeout
-        batches._shutdown_workers()
 
 
 def test_require_files(tmp_path):
